@@ -1,0 +1,304 @@
+"""PostHog for Python: module-level settings and functions backed by a default client.
+
+Configure ``posthog.project_api_key`` (and ``posthog.host``), then call
+``posthog.capture(...)``. Without a key the default client is disabled and every
+call is a cheap no-op.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from posthog._log import install_prefix_filter
+from posthog.client import Client, Posthog
+from posthog.contexts import (
+    get_tags,
+    identify_context,
+    new_context,
+    scoped,
+    set_capture_exception_code_variables_context,
+    set_code_variables_detect_secrets_context,
+    set_code_variables_ignore_patterns_context,
+    set_code_variables_mask_patterns_context,
+    set_code_variables_mask_url_credentials_context,
+    set_context_device_id,
+    set_context_session,
+    tag,
+)
+from posthog.transport.http import (
+    SocketOptions,
+    disable_connection_reuse,
+    enable_keep_alive,
+    set_socket_options,
+)
+from posthog.transport.lane import OnError
+from posthog.types import (
+    BeforeSendCallback,
+    CaptureCompression,
+    CaptureMode,
+)
+from posthog.version import VERSION, __version__
+
+install_prefix_filter()
+
+__all__ = [
+    "ID_TYPES",
+    "VERSION",
+    "BeforeSendCallback",
+    "CaptureCompression",
+    "CaptureMode",
+    "Client",
+    "Posthog",
+    "SocketOptions",
+    "__version__",
+    "alias",
+    "capture",
+    "default_client",
+    "disable_connection_reuse",
+    "enable_keep_alive",
+    "flush",
+    "get_tags",
+    "group_identify",
+    "identify_context",
+    "join",
+    "new_context",
+    "scoped",
+    "set",
+    "set_capture_exception_code_variables_context",
+    "set_code_variables_detect_secrets_context",
+    "set_code_variables_ignore_patterns_context",
+    "set_code_variables_mask_patterns_context",
+    "set_code_variables_mask_url_credentials_context",
+    "set_context_device_id",
+    "set_context_session",
+    "set_once",
+    "set_socket_options",
+    "setup",
+    "shutdown",
+    "tag",
+]
+
+# ---------------------------------------------------------------- settings (spec core §1.2)
+
+project_api_key: str | None = None
+api_key: str | None = None
+host: str | None = None
+on_error: OnError | None = None
+debug: bool = False
+send: bool = True
+sync_mode: bool = False
+disabled: bool = False
+secret_key: str | None = None
+personal_api_key: str | None = None
+poll_interval: int = 30
+disable_geoip: bool = True
+is_server: bool = True
+feature_flags_request_timeout_seconds: float = 3
+feature_flags_request_max_retries: int = 1
+super_properties: dict[str, Any] | None = None
+enable_exception_autocapture: bool = False
+log_captured_exceptions: bool = False
+project_root: str | None = None
+privacy_mode: bool = False
+before_send: BeforeSendCallback | None = None
+enable_local_evaluation: bool = True
+flag_definition_cache_provider: Any = None
+capture_exception_code_variables: bool = False
+code_variables_mask_patterns: list[str] | None = None
+code_variables_ignore_patterns: list[str] = ["^__.*"]
+code_variables_mask_url_credentials: bool = True
+code_variables_detect_secrets: bool = True
+in_app_modules: list[str] | None = None
+capture_trace_context: bool = False
+enable_exception_autocapture_rate_limiting: bool = False
+exception_autocapture_bucket_size: int = 50
+exception_autocapture_refill_rate: int = 10
+exception_autocapture_refill_interval_seconds: int = 10
+capture_mode: CaptureMode | str | None = None
+metrics: Any = None
+traces: Any = None
+enable_full_ai_capture: bool = False
+
+default_client: Client | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # ``ID_TYPES`` names ``uuid.UUID``; built on first use so ``import posthog`` stays light.
+    if name == "ID_TYPES":
+        import numbers
+        from typing import Union
+        from uuid import UUID
+
+        value = Union[numbers.Number, str, UUID, int]  # noqa: UP007 - a runtime alias
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'posthog' has no attribute {name!r}")
+
+
+def setup() -> Client:
+    """Create the default client from the settings (once), then re-apply the live settings."""
+    global default_client
+    if not default_client:
+        key = (project_api_key or "").strip() or (api_key or "").strip()
+        default_client = Client(
+            key,
+            host=host,
+            debug=debug,
+            on_error=on_error,
+            send=send,
+            sync_mode=sync_mode,
+            personal_api_key=personal_api_key,
+            secret_key=secret_key,
+            poll_interval=poll_interval,
+            disabled=disabled or not key,
+            disable_geoip=disable_geoip,
+            is_server=is_server,
+            feature_flags_request_timeout_seconds=feature_flags_request_timeout_seconds,
+            feature_flags_request_max_retries=feature_flags_request_max_retries,
+            super_properties=super_properties,
+            enable_exception_autocapture=enable_exception_autocapture,
+            log_captured_exceptions=log_captured_exceptions,
+            project_root=project_root,
+            privacy_mode=privacy_mode,
+            enable_local_evaluation=enable_local_evaluation,
+            flag_definition_cache_provider=flag_definition_cache_provider,
+            capture_exception_code_variables=capture_exception_code_variables,
+            code_variables_mask_patterns=code_variables_mask_patterns,
+            code_variables_ignore_patterns=code_variables_ignore_patterns,
+            code_variables_mask_url_credentials=code_variables_mask_url_credentials,
+            code_variables_detect_secrets=code_variables_detect_secrets,
+            in_app_modules=in_app_modules,
+            capture_trace_context=capture_trace_context,
+            enable_exception_autocapture_rate_limiting=enable_exception_autocapture_rate_limiting,
+            exception_autocapture_bucket_size=exception_autocapture_bucket_size,
+            exception_autocapture_refill_rate=exception_autocapture_refill_rate,
+            exception_autocapture_refill_interval_seconds=exception_autocapture_refill_interval_seconds,
+            capture_mode=capture_mode,
+            metrics=metrics,
+            traces=traces,
+            enable_full_ai_capture=enable_full_ai_capture,
+        )
+    client = default_client
+    client.disabled = disabled or not client.api_key
+    client.debug = debug
+    client.privacy_mode = privacy_mode
+    client.before_send = before_send
+    return client
+
+
+# ---------------------------------------------------------------- functions (spec core §1.4)
+
+
+def capture(
+    event: str,
+    *,
+    distinct_id: Any = None,
+    properties: dict[str, Any] | None = None,
+    timestamp: datetime | str | None = None,
+    uuid: Any = None,
+    groups: dict[str, Any] | None = None,
+    flags: Any = None,
+    send_feature_flags: Any = False,
+    disable_geoip: bool | None = None,
+) -> str | None:
+    """Capture an event with the default client; returns its uuid or ``None``."""
+    return setup().capture(
+        event,
+        distinct_id=distinct_id,
+        properties=properties,
+        timestamp=timestamp,
+        uuid=uuid,
+        groups=groups,
+        flags=flags,
+        send_feature_flags=send_feature_flags,
+        disable_geoip=disable_geoip,
+    )
+
+
+def set(
+    *,
+    distinct_id: Any = None,
+    properties: dict[str, Any] | None = None,
+    timestamp: datetime | str | None = None,
+    uuid: Any = None,
+    disable_geoip: bool | None = None,
+) -> str | None:
+    """Set person properties (``$set``) with the default client."""
+    return setup().set(
+        distinct_id=distinct_id,
+        properties=properties,
+        timestamp=timestamp,
+        uuid=uuid,
+        disable_geoip=disable_geoip,
+    )
+
+
+def set_once(
+    *,
+    distinct_id: Any = None,
+    properties: dict[str, Any] | None = None,
+    timestamp: datetime | str | None = None,
+    uuid: Any = None,
+    disable_geoip: bool | None = None,
+) -> str | None:
+    """Set person properties once (``$set_once``) with the default client."""
+    return setup().set_once(
+        distinct_id=distinct_id,
+        properties=properties,
+        timestamp=timestamp,
+        uuid=uuid,
+        disable_geoip=disable_geoip,
+    )
+
+
+def group_identify(
+    group_type: str,
+    group_key: str,
+    properties: dict[str, Any] | None = None,
+    timestamp: datetime | str | None = None,
+    uuid: Any = None,
+    disable_geoip: bool | None = None,
+    distinct_id: Any = None,
+) -> str | None:
+    """Set group properties (``$groupidentify``) with the default client."""
+    return setup().group_identify(
+        group_type,
+        group_key,
+        properties,
+        timestamp=timestamp,
+        uuid=uuid,
+        disable_geoip=disable_geoip,
+        distinct_id=distinct_id,
+    )
+
+
+def alias(
+    previous_id: Any,
+    distinct_id: Any = None,
+    timestamp: datetime | str | None = None,
+    uuid: Any = None,
+    disable_geoip: bool | None = None,
+) -> str | None:
+    """Link two distinct ids (``$create_alias``) with the default client."""
+    return setup().alias(
+        previous_id, distinct_id, timestamp=timestamp, uuid=uuid, disable_geoip=disable_geoip
+    )
+
+
+def flush(timeout_seconds: float | None = 10) -> None:
+    """Send queued events now and wait for them (bounded)."""
+    if default_client is not None:
+        default_client.flush(timeout_seconds)
+
+
+def join() -> None:
+    """Deliver queued events and stop the default client's consumers."""
+    if default_client is not None:
+        default_client.join()
+
+
+def shutdown() -> None:
+    """Flush and shut the default client down; it is not recreated afterwards."""
+    if default_client is not None:
+        default_client.shutdown()

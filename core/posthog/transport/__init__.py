@@ -1,0 +1,1 @@
+"""Queueing and HTTP delivery of events."""

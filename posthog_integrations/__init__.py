@@ -1,0 +1,1 @@
+"""Framework integrations and developer tools for the ``posthog`` client."""
