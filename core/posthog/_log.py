@@ -31,10 +31,11 @@ class BurstLog:
     flooding the host application's logs.
     """
 
-    __slots__ = ("_count", "_lock", "_what")
+    __slots__ = ("_count", "_level", "_lock", "_what")
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, level: int = logging.WARNING) -> None:
         self._what = what
+        self._level = level
         self._count = 0
         self._lock = threading.Lock()
 
@@ -47,14 +48,15 @@ class BurstLog:
             self._count += 1
             first = self._count == 1
         if first:
-            logger.warning(message + " (further drops are counted until this clears)", *args)
+            suffix = " (further drops are counted until this clears)"
+            logger.log(self._level, message + suffix, *args)
 
     def end(self) -> None:
         """Close the burst; logs a summary when more than one event was affected."""
         with self._lock:
             count, self._count = self._count, 0
         if count > 1:
-            logger.warning("%s: %d events were dropped in total", self._what, count)
+            logger.log(self._level, "%s: %d events were dropped in total", self._what, count)
 
     def reset_after_fork(self) -> None:
         self._lock = threading.Lock()

@@ -18,8 +18,8 @@ from posthog import contexts
 from posthog._log import logger
 from posthog.events import (
     clean,
+    event_time,
     new_uuid,
-    normalize_timestamp,
     normalize_uuid,
     system_properties,
 )
@@ -432,7 +432,7 @@ class Client:
     ) -> str | None:
         if self.disabled:
             return None
-        message["timestamp"] = normalize_timestamp(timestamp)
+        message["timestamp"] = event_time(timestamp)
         message["uuid"] = normalize_uuid(uuid)
         props = message["properties"]
         props["$lib"] = "posthog-python"
@@ -448,6 +448,10 @@ class Client:
 
         cleaned = False
         hook = self._before_send
+        stamp = message["timestamp"]
+        if (hook is not None or self.sync_mode) and isinstance(stamp, datetime):
+            # Whoever sees the message now gets the ISO text, as it will be sent.
+            message["timestamp"] = stamp.isoformat()
         if hook is not None:
             maybe = self._run_before_send(hook, clean(message))
             if maybe is None:
@@ -488,8 +492,20 @@ class Client:
 
     # ------------------------------------------------------------ lifecycle
 
+    def _in_callback(self, fn: Callable[[], None]) -> bool:
+        """Run ``fn`` on a helper thread when called from one of our consumers (e.g. ``on_error``).
+
+        A consumer waiting for its own queue to drain would wait forever.
+        """
+        if threading.current_thread() not in self.lane.threads:
+            return False
+        threading.Thread(target=fn, name="posthog-deferred", daemon=True).start()
+        return True
+
     def flush(self, timeout_seconds: float | None = 10) -> None:
         """Send what is queued now and wait for it (at most ``timeout_seconds``)."""
+        if self._in_callback(lambda: self.flush(timeout_seconds)):
+            return
         try:
             if not self.lane.flush(timeout_seconds):
                 logger.warning("flush timed out with %d events pending", self.lane.pending)
@@ -499,6 +515,8 @@ class Client:
     @_guarded
     def join(self, timeout_seconds: float | None = 10) -> None:
         """Stop accepting events, deliver what is queued (bounded wait) and stop the consumers."""
+        if self._in_callback(lambda: self.join(timeout_seconds)):
+            return
         with self._lock:
             if self._joined:
                 return
@@ -508,6 +526,8 @@ class Client:
     @_guarded
     def shutdown(self, timeout_seconds: float | None = 10) -> None:
         """``join()``, then release everything; the client cannot be used afterwards."""
+        if self._in_callback(lambda: self.shutdown(timeout_seconds)):
+            return
         self.join(timeout_seconds)
         self._shut_down = True
 

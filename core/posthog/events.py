@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
+import random
 import re
 import sys
 from collections import deque
@@ -24,12 +24,18 @@ UTC = timezone.utc
 # ---------------------------------------------------------------- ids
 
 
+_randbits = random.getrandbits
+_V4_CLEAR = ~((0xF << 76) | (0x3 << 62))
+_V4_SET = (0x4 << 76) | (0x2 << 62)
+
+
 def new_uuid() -> str:
-    """A random (version 4) UUID as its canonical string, about 4x faster than ``uuid4()``."""
-    b = bytearray(os.urandom(16))
-    b[6] = (b[6] & 0x0F) | 0x40
-    b[8] = (b[8] & 0x3F) | 0x80
-    h = b.hex()
+    """A random version-4 UUID string, about 3x faster than ``str(uuid.uuid4())``.
+
+    Event ids need uniqueness, not secrecy: 122 random bits from ``random`` (seeded
+    from the OS, and reseeded in forked children) are as unlikely to collide.
+    """
+    h = "%032x" % ((_randbits(128) & _V4_CLEAR) | _V4_SET)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -102,6 +108,21 @@ def normalize_timestamp(value: object, now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
     if value is None:
         return now.isoformat()
+    return _normalize_given(value, now)
+
+
+def event_time(value: object) -> datetime | str:
+    """Like :func:`normalize_timestamp`, but "now" stays a ``datetime``.
+
+    Formatting it is left to the consumer thread's JSON encoder, which writes the
+    same ISO text; it is a quarter of what ``capture()`` would otherwise spend.
+    """
+    if value is None:
+        return datetime.now(UTC)
+    return _normalize_given(value, datetime.now(UTC))
+
+
+def _normalize_given(value: object, now: datetime) -> str:
     if isinstance(value, datetime):
         if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
             as_local = value.astimezone()  # naive read as local time
@@ -217,7 +238,7 @@ def _clean(value: Any, active: set[int]) -> Any:
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError:
-            logger.warning("bytes property value is not valid UTF-8; sent as null")
+            _warn_type("bytes", "bytes property value is not valid UTF-8; sent as null")
             return None
     return _clean_object(value, active)
 
@@ -292,18 +313,28 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-_encoder: Callable[[Any], str] | None = None
+def _clean_default(value: Any) -> Any:
+    cleaned = _clean(value, set())
+    return _json_default(value) if cleaned is value else cleaned
+
+
+_encoders: dict[str, Callable[[Any], str]] = {}
+
+
+def _encoder(name: str) -> Callable[[Any], str]:
+    found = _encoders.get(name)
+    if found is None:
+        import json
+
+        hook = _json_default if name == "strict" else _clean_default
+        found = _encoders[name] = json.JSONEncoder(
+            default=hook, allow_nan=False, separators=(",", ":")
+        ).encode
+    return found
 
 
 def _dumps_strict(value: Any) -> str:
-    global _encoder
-    if _encoder is None:
-        import json
-
-        _encoder = json.JSONEncoder(
-            default=_json_default, allow_nan=False, separators=(",", ":")
-        ).encode
-    return _encoder(value)
+    return _encoder("strict")(value)
 
 
 def _finite(value: Any) -> Any:
@@ -314,6 +345,19 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def encode_event(message: Any) -> str:
+    """``dumps(clean(message))`` in one pass for the usual event.
+
+    The C encoder walks the message and only calls back into Python for values
+    JSON has no type for, which it cleans on the spot; anything unusual (cycles,
+    NaN, odd keys) takes the full ``clean()`` path, so the output is the same.
+    """
+    try:
+        return _encoder("cleaning")(message)
+    except (ValueError, TypeError, RecursionError):
+        return dumps(clean(message))
 
 
 def dumps(value: Any) -> str:

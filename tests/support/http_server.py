@@ -37,6 +37,7 @@ class Recorded:
     raw: bytes
     body: bytes
     at: float
+    client_port: int
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -72,6 +73,7 @@ class ScriptedServer:
                             raw,
                             body,
                             time.monotonic(),
+                            self.client_address[1],
                         )
                     )
                     outer._cond.notify_all()

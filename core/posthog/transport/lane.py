@@ -8,6 +8,7 @@ per-event and per-batch size limits, and retry with backoff.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from posthog._log import BurstLog, logger
-from posthog.events import clean, dumps
+from posthog.events import dumps, encode_event
 from posthog.transport import http
 
 MAX_EVENT_BYTES = 900 * 1024
@@ -23,6 +24,7 @@ MAX_BATCH_BYTES = 5 * 1024 * 1024
 MAX_BACKOFF = 30.0
 
 Message = dict[str, Any]
+Batch = tuple[list[str], list[Message]]  # encoded events and the events themselves
 OnError = Callable[[Exception, list[Message]], Any]
 
 
@@ -106,7 +108,7 @@ class Lane:
         self.historical_migration = historical_migration
         self.on_error = on_error
         self._full = BurstLog("queue is full")
-        self._oversize = BurstLog("events over the 900 KiB limit")
+        self._oversize = BurstLog("events over the 900 KiB limit", logging.ERROR)
         self._started = False
         self._closed = False
         self._warned_closed = False
@@ -170,12 +172,22 @@ class Lane:
         self._spawn()
 
     def _spawn(self) -> None:
-        self._threads = [
-            threading.Thread(target=self._run, name=f"posthog-consumer-{i}", daemon=True)
-            for i in range(self.thread_count)
-        ]
+        self._threads = []
+        for i in range(self.thread_count):
+            # One batch waits encoded while the previous one is on the wire.
+            outbox: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
+            self._threads.append(threading.Thread(
+                target=self._run, args=(outbox,), name=f"posthog-consumer-{i}", daemon=True
+            ))
+            self._threads.append(threading.Thread(
+                target=self._send_loop, args=(outbox,), name=f"posthog-sender-{i}", daemon=True
+            ))
         for thread in self._threads:
             thread.start()
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return self._threads
 
     @property
     def alive(self) -> bool:
@@ -250,7 +262,8 @@ class Lane:
 
     # ------------------------------------------------------------ consumer side
 
-    def _run(self) -> None:
+    def _run(self, outbox: queue.Queue[Batch | None]) -> None:
+        """Serialising stage: take events off the queue, encode them, hand batches on."""
         while True:
             try:
                 items = self._next_items()
@@ -258,16 +271,36 @@ class Lane:
                 logger.exception("consumer failed while waiting for events")
                 continue
             if items is None:
+                outbox.put(None)
+                return
+            encoded = 0
+            try:
+                for batch in self._serialise(items):
+                    encoded += len(batch[1])
+                    outbox.put(batch)
+            except Exception:
+                logger.exception("consumer failed while encoding a batch")
+            finally:
+                self._done(len(items) - encoded)
+
+    def _send_loop(self, outbox: queue.Queue[Batch | None]) -> None:
+        """Sending stage: upload batches while the next one is being encoded."""
+        while True:
+            batch = outbox.get()
+            if batch is None:
                 return
             try:
-                self._process(items)
+                self._upload(*batch)
             except Exception:
                 logger.exception("consumer failed while sending a batch")
             finally:
-                with self._drained:
-                    self._in_flight -= len(items)
-                    if not self._queue and self._in_flight == 0:
-                        self._drained.notify_all()
+                self._done(len(batch[1]))
+
+    def _done(self, count: int) -> None:
+        with self._drained:
+            self._in_flight -= count
+            if not self._queue and self._in_flight == 0:
+                self._drained.notify_all()
 
     def _next_items(self) -> list[tuple[Message, bool]] | None:
         queue, wake = self._queue, self._wake
@@ -295,16 +328,15 @@ class Lane:
 
     def _serialise(
         self, items: list[tuple[Message, bool]]
-    ) -> list[tuple[list[str], list[Message]]]:
+    ) -> list[Batch]:
         """Encode each event once; split into batches of at most ~5 MiB."""
-        batches: list[tuple[list[str], list[Message]]] = []
+        batches: list[Batch] = []
         parts: list[str] = []
         messages: list[Message] = []
         size = 0
         for raw, is_clean in items:
             try:
-                message = raw if is_clean else clean(raw)
-                text = dumps(message)
+                text = dumps(raw) if is_clean else encode_event(raw)
             except Exception as exc:
                 logger.error("event %r could not be serialised and was dropped: %s",
                              raw.get("event"), exc)
@@ -313,16 +345,16 @@ class Lane:
             if len(text) > MAX_EVENT_BYTES:
                 self._oversize.hit(
                     "event %r is %d bytes, over the %d byte limit; dropped",
-                    message.get("event"), len(text), MAX_EVENT_BYTES,
+                    raw.get("event"), len(text), MAX_EVENT_BYTES,
                 )
                 report_error(
                     self.on_error,
                     EventTooLargeError(f"event is {len(text)} bytes (limit {MAX_EVENT_BYTES})"),
-                    [message],
+                    [raw],
                 )
                 continue
             parts.append(text)
-            messages.append(message)
+            messages.append(raw)
             size += len(text) + 1
             if size >= MAX_BATCH_BYTES:
                 batches.append((parts, messages))
@@ -332,10 +364,6 @@ class Lane:
         if self._oversize.active:
             self._oversize.end()
         return batches
-
-    def _process(self, items: list[tuple[Message, bool]]) -> None:
-        for parts, messages in self._serialise(items):
-            self._upload(parts, messages)
 
     def _upload(self, parts: list[str], messages: list[Message]) -> None:
         last: Exception | None = None
