@@ -225,21 +225,34 @@ def test_batches_split_at_five_mib(server: ScriptedServer, make_client: Any) -> 
 def test_full_queue_drops_are_reported_and_logged_per_burst(
     server: ScriptedServer, make_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server.push(Reply(delay=1.0))
+    server.push(Reply(delay=2.0))
     errors = Errors()
     client = make_client(max_queue_size=1, flush_at=1, on_error=errors)
     assert client.capture("first", distinct_id="u") is not None
-    server.wait_for(1)  # the consumer is now stuck on the slow request
-    assert client.capture("second", distinct_id="u") is not None  # fills the queue
+    server.wait_for(1)  # the sender is now stuck on the slow request
+    # Keep offering events for a while: the queue holds max_queue_size events, and one
+    # encoded batch may wait between the encoding and the sending stage.
+    outcomes = [True]  # "first" was accepted
+    until = time.monotonic() + 0.6
+    while time.monotonic() < until:
+        outcomes.append(client.capture("filler", distinct_id="u") is not None)
+        time.sleep(0.02)
+    accepted = outcomes.count(True) - 1
+    assert 1 <= accepted <= 3, "the queue bound was not enforced"
     results = [client.capture("dropped", distinct_id="u") for _ in range(20)]
     assert results == [None] * 20
-    assert len(errors.of(QueueFullError)) == 20
-    assert len([r for r in caplog.records if "queue is full" in r.getMessage()]) == 1
+    outcomes += [False] * 20
+    assert len(errors.of(QueueFullError)) == outcomes.count(False)
+    # One warning when a burst of refusals starts, none for the rest of it.
+    bursts = sum(1 for a, b in zip(outcomes, outcomes[1:]) if a and not b)
+    assert len([r for r in caplog.records if "queue is full (" in r.getMessage()]) == bursts
     client.flush(timeout_seconds=5)
     assert client.capture("after", distinct_id="u") is not None
-    assert "20 events were dropped" in caplog.text
+    last_burst = len(outcomes) - 1 - max(i for i, ok in enumerate(outcomes) if ok)
+    assert f"queue is full: {last_burst} events were dropped in total" in caplog.text
     client.flush(timeout_seconds=5)
-    assert [e["event"] for e in server.events()] == ["first", "second", "after"]
+    names = [e["event"] for e in server.events()]
+    assert names == ["first"] + ["filler"] * accepted + ["after"]
 
 
 def test_capture_after_shutdown_is_rejected_and_reported(
@@ -322,3 +335,18 @@ def test_request_helpers(server: ScriptedServer, make_client: Any) -> None:
     finally:
         http.set_socket_options(None)
         http._reuse_connections = True
+
+
+def test_proxy_from_environment_is_used(
+    server: ScriptedServer, make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.setattr(http, "_proxies", {})
+    client = make_client(host="http://posthog.invalid")
+    client.capture("via-proxy", distinct_id="u")
+    client.flush()
+    (req,) = server.wait_for(1)
+    assert req.path == "http://posthog.invalid/batch/"
+    assert req.json()["batch"][0]["event"] == "via-proxy"

@@ -326,10 +326,23 @@ class Lane:
             self._in_flight += count
         return items
 
-    def _serialise(
-        self, items: list[tuple[Message, bool]]
-    ) -> list[Batch]:
-        """Encode each event once; split into batches of at most ~5 MiB."""
+    def _serialise(self, items: list[tuple[Message, bool]]) -> list[Batch]:
+        """Encode each event once; split into batches of at most ~5 MiB.
+
+        The usual batch is encoded in one call: if the whole of it is under the
+        per-event limit, so is every event in it. Otherwise (or if any event needs
+        the slow path) each event is encoded and checked on its own.
+        """
+        messages = [raw for raw, _ in items]
+        try:
+            text = encode_event(messages)
+        except Exception:
+            text = ""
+        if text and len(text) <= MAX_EVENT_BYTES:
+            return [([text[1:-1]], messages)]
+        return self._serialise_each(items)
+
+    def _serialise_each(self, items: list[tuple[Message, bool]]) -> list[Batch]:
         batches: list[Batch] = []
         parts: list[str] = []
         messages: list[Message] = []
@@ -374,7 +387,7 @@ class Lane:
                 body = build_body(self.api_key, parts, self.historical_migration)
                 http.post_body(self.url, body, gzip=self.gzip, timeout=self.timeout)
                 if logger.isEnabledFor(logging.DEBUG):
-                    logger.debug("uploaded %d events to %s", len(parts), self.url)
+                    logger.debug("uploaded %d events to %s", len(messages), self.url)
                 return
             except Exception as exc:
                 last = exc
