@@ -153,7 +153,10 @@ def _os_release() -> dict[str, str]:
 
 
 def system_properties() -> dict[str, Any]:
-    """``$python_*`` and ``$os*`` properties, computed once per process (then copied)."""
+    """``$python_*`` and ``$os*`` properties, computed once per process.
+
+    The dict is shared by every event: merge it into yours, never mutate it.
+    """
     global _system
     if _system is None:
         import platform

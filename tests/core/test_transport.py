@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import logging
 import threading
 import time
@@ -244,7 +245,7 @@ def test_full_queue_drops_are_reported_and_logged_per_burst(
     outcomes += [False] * 20
     assert len(errors.of(QueueFullError)) == outcomes.count(False)
     # One warning when a burst of refusals starts, none for the rest of it.
-    bursts = sum(1 for a, b in zip(outcomes, outcomes[1:]) if a and not b)
+    bursts = sum(1 for a, b in itertools.pairwise(outcomes) if a and not b)
     assert len([r for r in caplog.records if "queue is full (" in r.getMessage()]) == bursts
     client.flush(timeout_seconds=5)
     assert client.capture("after", distinct_id="u") is not None
