@@ -54,6 +54,7 @@ __all__ = [
     "__version__",
     "alias",
     "capture",
+    "capture_exception",
     "default_client",
     "disable_connection_reuse",
     "enable_keep_alive",
@@ -284,6 +285,11 @@ def alias(
     return setup().alias(
         previous_id, distinct_id, timestamp=timestamp, uuid=uuid, disable_geoip=disable_geoip
     )
+
+
+def capture_exception(exception: BaseException | Any = None, **kwargs: Any) -> str | None:
+    """Capture an exception (default: the one being handled) as ``$exception``."""
+    return setup().capture_exception(exception, **kwargs)
 
 
 def flush(timeout_seconds: float | None = 10) -> None:

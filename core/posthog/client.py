@@ -23,6 +23,7 @@ from posthog.events import (
     normalize_uuid,
     system_properties,
 )
+from posthog.exception_capture import ExceptionCaptureMixin, trace_properties
 from posthog.transport import http
 from posthog.transport.lane import Lane, OnError, send_now
 from posthog.types import BeforeSendCallback, CaptureMode, parse_capture_mode
@@ -58,7 +59,7 @@ def _release_id() -> str | None:
     return value or None
 
 
-class Client:
+class Client(ExceptionCaptureMixin):
     """A PostHog client. Create one per process and reuse it; it is thread-safe."""
 
     def __init__(
@@ -182,6 +183,15 @@ class Client:
         )
         if send and not sync_mode:
             self.lane.start()
+        self._hooks = None
+        self._rate_limiter = None
+        if enable_exception_autocapture:
+            self._install_autocapture(
+                enable_exception_autocapture_rate_limiting,
+                exception_autocapture_bucket_size,
+                exception_autocapture_refill_rate,
+                exception_autocapture_refill_interval_seconds,
+            )
         _clients.add(self)
 
     # ------------------------------------------------------------ configuration
@@ -290,6 +300,9 @@ class Client:
         else:
             props = dict(properties) if properties else {}
             props.update(system_properties())
+        if self.capture_trace_context:
+            for key, value in trace_properties().items():
+                props.setdefault(key, value)
         if groups:
             props.setdefault("$groups", dict(groups))
         if personless:
@@ -425,6 +438,26 @@ class Client:
             if session is not None:
                 props["$session_id"] = session
 
+    # ------------------------------------------------------------ contexts
+
+    def new_context(
+        self, fresh: bool = False, capture_exceptions: bool | None = None
+    ) -> contexts.new_context:
+        """A context scope whose escaping exceptions this client captures."""
+        return contexts.new_context(fresh, capture_exceptions, client=self)
+
+    def scoped(
+        self, fresh: bool = False, capture_exceptions: bool | None = None
+    ) -> Callable[[contexts.F], contexts.F]:
+        """Decorator form of :meth:`new_context`."""
+        return contexts.scoped(fresh, capture_exceptions, client=self)
+
+    tag = staticmethod(contexts.tag)
+    get_tags = staticmethod(contexts.get_tags)
+    identify_context = staticmethod(contexts.identify_context)
+    set_context_session = staticmethod(contexts.set_context_session)
+    set_context_device_id = staticmethod(contexts.set_context_device_id)
+
     # ------------------------------------------------------------ pipeline
 
     def _enqueue(
@@ -529,6 +562,7 @@ class Client:
         if self._in_callback(lambda: self.shutdown(timeout_seconds)):
             return
         self.join(timeout_seconds)
+        self._uninstall_autocapture()
         self._shut_down = True
 
     # ------------------------------------------------------------ process events

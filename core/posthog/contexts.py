@@ -176,10 +176,38 @@ class new_context:
         return self.scope
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        token = self._token
-        if token is not None:
-            self._token = None
-            _current.reset(token)
+        try:
+            if isinstance(exc, Exception) and self._should_capture():
+                self._capture_escaping(exc)
+        finally:
+            token = self._token
+            if token is not None:
+                self._token = None
+                _current.reset(token)
+
+    def _should_capture(self) -> bool:
+        if self._capture is not None:
+            return self._capture
+        client = self._client
+        if client is None:
+            import posthog
+
+            client = posthog.default_client
+            if client is None:
+                return bool(posthog.enable_exception_autocapture)
+        return bool(getattr(client, "enable_exception_autocapture", False))
+
+    def _capture_escaping(self, exc: Exception) -> None:
+        # Still inside the scope: the event carries its identity and tags.
+        try:
+            if self._client is not None:
+                self._client.capture_exception(exc)
+            else:
+                import posthog
+
+                posthog.capture_exception(exc)
+        except Exception:
+            logger.exception("could not capture the exception leaving a context")
 
 
 def _is_coroutine_function(fn: Callable[..., Any]) -> bool:

@@ -267,7 +267,27 @@ def _clean_dict(value: dict[Any, Any], active: set[int]) -> dict[Any, Any] | Non
         active.discard(key)
 
 
+class Deferred:
+    """A value whose JSON form is built later, by whoever cleans or encodes it.
+
+    Lets ``capture_exception`` leave formatting (source lines, in-app flags) to
+    the consumer thread; ``before_send`` still sees the rendered value.
+    """
+
+    __slots__ = ()
+
+    def render(self) -> Any:
+        raise NotImplementedError
+
+
 def _clean_object(value: Any, active: set[int]) -> Any:
+    if isinstance(value, Deferred):
+        try:
+            rendered = value.render()
+        except Exception:
+            logger.exception("could not render %s; sent as null", type(value).__name__)
+            return None
+        return _clean(rendered, active)
     for method in ("model_dump", "dict"):
         fn = getattr(value, method, None)
         if callable(fn) and not isinstance(value, type):
