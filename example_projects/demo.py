@@ -35,7 +35,23 @@ def send_events() -> dict[str, str | None]:
         "company", "acme", {"name": "Acme Inc.", "employees": 120}
     )
     sent["personless"] = posthog.capture("health check", properties={"ok": True})
+
+    # A context scope: identity, session and tags for every event captured inside it
+    # (this is what the framework middlewares open for each request).
+    with posthog.new_context():
+        posthog.identify_context("user-42")
+        posthog.set_context_session("01932c5e-demo-session")
+        posthog.tag("checkout_step", "payment")
+        sent["in_context"] = posthog.capture("payment form shown")
+        try:
+            charge_card(amount=59.9)
+        except ValueError as exc:
+            sent["exception"] = posthog.capture_exception(exc)
     return sent
+
+
+def charge_card(amount: float) -> None:
+    raise ValueError(f"card declined for amount {amount}")
 
 
 def describe(event: dict[str, Any]) -> str:
@@ -47,12 +63,19 @@ def describe(event: dict[str, Any]) -> str:
         return f"{props['$group_type']}={props['$group_key']} {json.dumps(props['$group_set'])}"
     if event["event"] == "$create_alias":
         return f"alias={props['alias']!r} for distinct_id={props['distinct_id']!r}"
+    if event["event"] == "$exception":
+        first = props["$exception_list"][0]
+        frame = first.get("stacktrace", {}).get("frames", [{}])[-1]
+        where = f"{frame.get('filename')}:{frame.get('lineno')} in {frame.get('function')}"
+        return f"{first['type']}: {first['value']} at {where} session={props.get('$session_id')}"
     own = {k: v for k, v in props.items() if not k.startswith("$")}
     extras = []
     if "$groups" in props:
         extras.append(f"groups={json.dumps(props['$groups'])}")
     if props.get("$process_person_profile") is False:
         extras.append("personless")
+    if "$session_id" in props:
+        extras.append(f"session={props['$session_id']}")
     return " ".join([json.dumps(own), *extras])
 
 
