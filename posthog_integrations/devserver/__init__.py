@@ -1,0 +1,15 @@
+"""A local PostHog-compatible ingestion server for tests, benchmarks and demos.
+
+``DevServer`` accepts the bodies PostHog's capture endpoints accept, stores each event
+in SQLite and hands them back in-process or over a small JSON read API::
+
+    with DevServer() as srv:
+        ...  # point the SDK at srv.url
+        assert srv.count("signed_up") == 1
+"""
+
+from __future__ import annotations
+
+from .server import DEFAULT_MAX_BODY_BYTES, DevServer
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "DevServer"]

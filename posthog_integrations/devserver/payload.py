@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import uuid
 import zlib
@@ -22,6 +23,8 @@ __all__ = [
     "build_rows",
     "decode_body",
     "gunzip",
+    "invalid",
+    "may_contain_surrogates",
     "parse_json",
     "too_large",
 ]
@@ -174,6 +177,15 @@ def parse_json(data: bytes) -> Any:
         raise invalid("Malformed request data: JSON is nested too deeply") from None
 
 
+def may_contain_surrogates(data: bytes) -> bool:
+    """Cheap test for JSON bytes that could decode to lone surrogates SQLite cannot store.
+
+    That needs a ``\\udXXX`` escape, UTF-8-encoded surrogates (``json`` decodes with
+    ``surrogatepass``; they start with byte 0xED) or a UTF-16/32 body.
+    """
+    return b"\\ud" in data or b"\\uD" in data or b"\xed" in data or b"\x00" in data[:4]
+
+
 def _key_of(obj: dict[str, Any]) -> str | None:
     """The project key carried directly by an envelope or event, if any."""
     for name in ("api_key", "token", "$token"):
@@ -188,6 +200,7 @@ def build_rows(
     received: datetime,
     *,
     default_event: str | None = None,
+    check_unicode: bool = True,
 ) -> list[Row]:
     """Validate an envelope and build one storage row per event.
 
@@ -195,6 +208,8 @@ def build_rows(
     events. The project key is the envelope's ``api_key``/``token`` or, failing that,
     each event's own ``api_key``/``token``/``properties.token``; a missing key is a 401.
     The whole request is rejected if any event is invalid, as PostHog does.
+    ``check_unicode=False`` skips the lone-surrogate check, for bodies that
+    :func:`may_contain_surrogates` clears.
     """
     top_key: str | None = None
     if type(payload) is list:
@@ -256,25 +271,33 @@ def build_rows(
         if timestamp is None:
             offset = event.get("offset")
             timestamp = received_at
-            if type(offset) in (int, float):
-                try:
+            if isinstance(offset, (int, float)) and not isinstance(offset, bool):
+                with contextlib.suppress(OverflowError, ValueError):
                     timestamp = (received - timedelta(milliseconds=offset)).isoformat()
-                except (OverflowError, ValueError):
-                    pass
         ts_text = timestamp if type(timestamp) is str else str(timestamp)
 
         session_id = props.get("$session_id")
         if session_id is not None and type(session_id) is not str:
             session_id = str(session_id)
 
-        stored = dict(event)
-        stored["uuid"] = event_uuid
-        stored["event"] = name
-        stored["distinct_id"] = distinct_id
-        stored["properties"] = props
-        stored["timestamp"] = timestamp
-        stored["api_key"] = key
-        stored["received_at"] = received_at
-        append((event_uuid, name, distinct_id, session_id, ts_text, key, received_at,
-                _dumps(stored)))
+        stored = {
+            **event,
+            "uuid": event_uuid,
+            "event": name,
+            "distinct_id": distinct_id,
+            "properties": props,
+            "timestamp": timestamp,
+            "api_key": key,
+            "received_at": received_at,
+        }
+        text = _dumps(stored)
+        if check_unicode:
+            try:
+                text.encode("utf-8")  # SQLite needs UTF-8, which a lone surrogate is not
+            except UnicodeEncodeError:
+                raise invalid(
+                    f"Malformed request data: event at index {index} contains a lone"
+                    " surrogate (invalid unicode)"
+                ) from None
+        append((event_uuid, name, distinct_id, session_id, ts_text, key, received_at, text))
     return rows
