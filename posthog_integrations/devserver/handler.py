@@ -21,7 +21,7 @@ from .payload import (
     decode_body,
     invalid,
     may_contain_surrogates,
-    parse_json,
+    parse_document,
     too_large,
 )
 from .storage import StoreClosedError
@@ -205,13 +205,14 @@ class Handler(BaseHTTPRequestHandler):
                 compression=compression,
                 max_bytes=server.max_body_bytes,
             )
-            document = parse_json(data)
+            document, raws = parse_document(data)
             decoded = data
             rows = build_rows(
                 document,
                 datetime.now(timezone.utc),
                 default_event="$identify" if route == "/engage" else None,
                 check_unicode=may_contain_surrogates(data),
+                raws=raws,
             )
             server.store.submit(rows)
             status, body = 200, _OK_BODY
