@@ -1,4 +1,4 @@
-"""Core client figures: cold import, RSS, capture() cost, delivery rate, memory with the server down.
+"""Core client figures: cold import, RSS, capture() cost, delivery rate, memory, server down.
 
     .venv/bin/python benchmarks/bench_core.py            # everything
     .venv/bin/python benchmarks/bench_core.py capture    # one section
