@@ -8,7 +8,7 @@ call is a cheap no-op.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from posthog._log import install_prefix_filter
 from posthog.client import Client, Posthog
@@ -40,6 +40,38 @@ from posthog.types import (
 )
 from posthog.version import VERSION, __version__
 
+if TYPE_CHECKING:
+    from posthog.flag_types import (
+        FeatureFlag,
+        FeatureFlagEvaluationRuntime,
+        FeatureFlagResult,
+        FlagDefinitionCacheData,
+        FlagDefinitionCacheProvider,
+        FlagsAndPayloads,
+        FlagValue,
+    )
+    from posthog.flags.errors import (
+        InconclusiveMatchError,
+        RequiresServerEvaluation,
+        UnresolvedFlagReason,
+    )
+    from posthog.flags.snapshot import FeatureFlagEvaluations
+
+# Flag types load on first use: ``import posthog`` should not pay for dataclasses.
+_LAZY = {
+    "FeatureFlag": "posthog.flag_types",
+    "FeatureFlagResult": "posthog.flag_types",
+    "FeatureFlagEvaluationRuntime": "posthog.flag_types",
+    "FlagDefinitionCacheData": "posthog.flag_types",
+    "FlagDefinitionCacheProvider": "posthog.flag_types",
+    "FlagsAndPayloads": "posthog.flag_types",
+    "FlagValue": "posthog.flag_types",
+    "FeatureFlagEvaluations": "posthog.flags.snapshot",
+    "InconclusiveMatchError": "posthog.flags.errors",
+    "RequiresServerEvaluation": "posthog.flags.errors",
+    "UnresolvedFlagReason": "posthog.flags.errors",
+}
+
 install_prefix_filter()
 
 __all__ = [
@@ -49,8 +81,19 @@ __all__ = [
     "CaptureCompression",
     "CaptureMode",
     "Client",
+    "FeatureFlag",
+    "FeatureFlagEvaluationRuntime",
+    "FeatureFlagEvaluations",
+    "FeatureFlagResult",
+    "FlagDefinitionCacheData",
+    "FlagDefinitionCacheProvider",
+    "FlagValue",
+    "FlagsAndPayloads",
+    "InconclusiveMatchError",
     "Posthog",
+    "RequiresServerEvaluation",
     "SocketOptions",
+    "UnresolvedFlagReason",
     "__version__",
     "alias",
     "capture",
@@ -58,11 +101,23 @@ __all__ = [
     "default_client",
     "disable_connection_reuse",
     "enable_keep_alive",
+    "evaluate_flags",
+    "feature_enabled",
+    "feature_flag_definitions",
     "flush",
+    "get_all_flags",
+    "get_all_flags_and_payloads",
+    "get_feature_flag",
+    "get_feature_flag_evaluation_runtime",
+    "get_feature_flag_keys_by_evaluation_runtime",
+    "get_feature_flag_payload",
+    "get_feature_flag_result",
+    "get_remote_config_payload",
     "get_tags",
     "group_identify",
     "identify_context",
     "join",
+    "load_feature_flags",
     "new_context",
     "scoped",
     "set",
@@ -126,6 +181,12 @@ default_client: Client | None = None
 
 def __getattr__(name: str) -> Any:
     # ``ID_TYPES`` names ``uuid.UUID``; built on first use so ``import posthog`` stays light.
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     if name == "ID_TYPES":
         import numbers
         from typing import Union
@@ -308,3 +369,200 @@ def shutdown() -> None:
     """Flush and shut the default client down; it is not recreated afterwards."""
     if default_client is not None:
         default_client.shutdown()
+
+
+# ---------------------------------------------------------------- feature flags (spec core §5-7)
+
+
+def _flag_args(
+    groups: dict[str, Any] | None,
+    person_properties: dict[str, Any] | None,
+    group_properties: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "groups": groups or {},
+        "person_properties": person_properties or {},
+        "group_properties": group_properties or {},
+    }
+
+
+def feature_enabled(
+    key: str,
+    distinct_id: Any,
+    groups: dict[str, Any] | None = None,
+    person_properties: dict[str, Any] | None = None,
+    group_properties: dict[str, Any] | None = None,
+    only_evaluate_locally: bool = False,
+    send_feature_flag_events: bool = True,
+    disable_geoip: bool | None = None,
+    device_id: str | None = None,
+) -> bool | None:
+    """Whether a flag is on for ``distinct_id`` with the default client."""
+    return setup().feature_enabled(
+        key,
+        distinct_id,
+        **_flag_args(groups, person_properties, group_properties),
+        only_evaluate_locally=only_evaluate_locally,
+        send_feature_flag_events=send_feature_flag_events,
+        disable_geoip=disable_geoip,
+        device_id=device_id,
+    )
+
+
+def get_feature_flag(
+    key: str,
+    distinct_id: Any,
+    groups: dict[str, Any] | None = None,
+    person_properties: dict[str, Any] | None = None,
+    group_properties: dict[str, Any] | None = None,
+    only_evaluate_locally: bool = False,
+    send_feature_flag_events: bool = True,
+    disable_geoip: bool | None = None,
+    device_id: str | None = None,
+) -> bool | str | None:
+    """A flag's value (variant, ``True``/``False`` or ``None``) with the default client."""
+    return setup().get_feature_flag(
+        key,
+        distinct_id,
+        **_flag_args(groups, person_properties, group_properties),
+        only_evaluate_locally=only_evaluate_locally,
+        send_feature_flag_events=send_feature_flag_events,
+        disable_geoip=disable_geoip,
+        device_id=device_id,
+    )
+
+
+def get_feature_flag_result(
+    key: str,
+    distinct_id: Any,
+    groups: dict[str, Any] | None = None,
+    person_properties: dict[str, Any] | None = None,
+    group_properties: dict[str, Any] | None = None,
+    only_evaluate_locally: bool = False,
+    send_feature_flag_events: bool = True,
+    disable_geoip: bool | None = None,
+    device_id: str | None = None,
+) -> FeatureFlagResult | None:
+    """A flag's value, payload and reason with the default client."""
+    return setup().get_feature_flag_result(
+        key,
+        distinct_id,
+        **_flag_args(groups, person_properties, group_properties),
+        only_evaluate_locally=only_evaluate_locally,
+        send_feature_flag_events=send_feature_flag_events,
+        disable_geoip=disable_geoip,
+        device_id=device_id,
+    )
+
+
+def get_feature_flag_payload(
+    key: str,
+    distinct_id: Any,
+    match_value: Any = None,
+    groups: dict[str, Any] | None = None,
+    person_properties: dict[str, Any] | None = None,
+    group_properties: dict[str, Any] | None = None,
+    only_evaluate_locally: bool = False,
+    send_feature_flag_events: bool = True,
+    disable_geoip: bool | None = None,
+    device_id: str | None = None,
+) -> Any:
+    """A flag's decoded payload with the default client (sends the flag event by default)."""
+    return setup().get_feature_flag_payload(
+        key,
+        distinct_id,
+        match_value=match_value,
+        **_flag_args(groups, person_properties, group_properties),
+        only_evaluate_locally=only_evaluate_locally,
+        send_feature_flag_events=send_feature_flag_events,
+        disable_geoip=disable_geoip,
+        device_id=device_id,
+    )
+
+
+def get_all_flags(
+    distinct_id: Any,
+    groups: dict[str, Any] | None = None,
+    person_properties: dict[str, Any] | None = None,
+    group_properties: dict[str, Any] | None = None,
+    only_evaluate_locally: bool = False,
+    disable_geoip: bool | None = None,
+    device_id: str | None = None,
+    flag_keys_to_evaluate: list[str] | None = None,
+) -> dict[str, Any] | None:
+    """Every flag's value for ``distinct_id`` with the default client."""
+    return setup().get_all_flags(
+        distinct_id,
+        **_flag_args(groups, person_properties, group_properties),
+        only_evaluate_locally=only_evaluate_locally,
+        disable_geoip=disable_geoip,
+        device_id=device_id,
+        flag_keys_to_evaluate=flag_keys_to_evaluate,
+    )
+
+
+def get_all_flags_and_payloads(
+    distinct_id: Any,
+    groups: dict[str, Any] | None = None,
+    person_properties: dict[str, Any] | None = None,
+    group_properties: dict[str, Any] | None = None,
+    only_evaluate_locally: bool = False,
+    disable_geoip: bool | None = None,
+    device_id: str | None = None,
+    flag_keys_to_evaluate: list[str] | None = None,
+) -> FlagsAndPayloads:
+    """Every flag's value and serialised payload with the default client."""
+    return setup().get_all_flags_and_payloads(
+        distinct_id,
+        **_flag_args(groups, person_properties, group_properties),
+        only_evaluate_locally=only_evaluate_locally,
+        disable_geoip=disable_geoip,
+        device_id=device_id,
+        flag_keys_to_evaluate=flag_keys_to_evaluate,
+    )
+
+
+def evaluate_flags(
+    distinct_id: Any = None,
+    groups: dict[str, Any] | None = None,
+    person_properties: dict[str, Any] | None = None,
+    group_properties: dict[str, Any] | None = None,
+    only_evaluate_locally: bool = False,
+    disable_geoip: bool | None = None,
+    flag_keys: list[str] | None = None,
+    device_id: str | None = None,
+) -> FeatureFlagEvaluations:
+    """A snapshot of flags for one person with the default client."""
+    return setup().evaluate_flags(
+        distinct_id,
+        groups=groups,
+        person_properties=person_properties,
+        group_properties=group_properties,
+        only_evaluate_locally=only_evaluate_locally,
+        disable_geoip=disable_geoip,
+        flag_keys=flag_keys,
+        device_id=device_id,
+    )
+
+
+def get_remote_config_payload(key: str) -> Any:
+    """A remote config flag's payload (needs ``secret_key``)."""
+    return setup().get_remote_config_payload(key)
+
+
+def feature_flag_definitions() -> list[dict[str, Any]] | None:
+    """The loaded flag definitions, or ``None`` before the first load."""
+    return setup().feature_flag_definitions()
+
+
+def get_feature_flag_evaluation_runtime(key: str) -> FeatureFlagEvaluationRuntime | None:
+    return setup().get_feature_flag_evaluation_runtime(key)
+
+
+def get_feature_flag_keys_by_evaluation_runtime(runtime: Any) -> list[str]:
+    return setup().get_feature_flag_keys_by_evaluation_runtime(runtime)
+
+
+def load_feature_flags() -> None:
+    """Load flag definitions now and start polling (needs ``secret_key``)."""
+    setup().load_feature_flags()

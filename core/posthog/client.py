@@ -24,6 +24,7 @@ from posthog.events import (
     system_properties,
 )
 from posthog.exception_capture import ExceptionCaptureMixin, trace_properties
+from posthog.feature_flags import FeatureFlagsMixin
 from posthog.transport import http
 from posthog.transport.lane import Lane, OnError, send_now
 from posthog.types import BeforeSendCallback, CaptureMode, parse_capture_mode
@@ -59,7 +60,7 @@ def _release_id() -> str | None:
     return value or None
 
 
-class Client(ExceptionCaptureMixin):
+class Client(ExceptionCaptureMixin, FeatureFlagsMixin):
     """A PostHog client. Create one per process and reuse it; it is thread-safe."""
 
     def __init__(
@@ -276,6 +277,7 @@ class Client(ExceptionCaptureMixin):
         flags: Any = None,
         send_feature_flags: Any = False,
         disable_geoip: bool | None = None,
+        _allowlist: frozenset[str] | None = None,
     ) -> str | None:
         """Capture an event; returns its uuid, or ``None`` if it was not accepted."""
         if self.disabled:
@@ -300,6 +302,19 @@ class Client(ExceptionCaptureMixin):
         else:
             props = dict(properties) if properties else {}
             props.update(system_properties())
+        if flags is not None:
+            if send_feature_flags:
+                logger.warning("capture(): flags= given, send_feature_flags is ignored")
+            for key, value in flags.event_properties().items():
+                props.setdefault(key, value)
+        elif send_feature_flags:
+            warnings.warn(
+                "capture(send_feature_flags=...) is deprecated; pass flags=evaluate_flags(...)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            for key, value in self._flag_properties(distinct, send_feature_flags).items():
+                props.setdefault(key, value)
         if self.capture_trace_context:
             for key, value in trace_properties().items():
                 props.setdefault(key, value)
@@ -308,7 +323,7 @@ class Client(ExceptionCaptureMixin):
         if personless:
             props.setdefault("$process_person_profile", False)
         message = {"event": event, "distinct_id": distinct, "properties": props}
-        return self._enqueue(message, timestamp, uuid, disable_geoip)
+        return self._enqueue(message, timestamp, uuid, disable_geoip, _allowlist)
 
     def _distinct_id(self, given: Any, scope: contexts.Scope | None) -> tuple[str, bool]:
         if given is not None:
@@ -461,7 +476,12 @@ class Client(ExceptionCaptureMixin):
     # ------------------------------------------------------------ pipeline
 
     def _enqueue(
-        self, message: Message, timestamp: Any, uuid: Any, disable_geoip: bool | None
+        self,
+        message: Message,
+        timestamp: Any,
+        uuid: Any,
+        disable_geoip: bool | None,
+        allowlist: frozenset[str] | None = None,
     ) -> str | None:
         if self.disabled:
             return None
@@ -478,6 +498,8 @@ class Client(ExceptionCaptureMixin):
             props.setdefault("$release_id", self.release_id)
         if self.is_server:
             props["$is_server"] = True
+        if allowlist is not None:
+            message["properties"] = {k: v for k, v in props.items() if k in allowlist}
 
         cleaned = False
         hook = self._before_send
@@ -555,6 +577,7 @@ class Client(ExceptionCaptureMixin):
                 return
             self._joined = True
         self.lane.stop(timeout_seconds)
+        self._stop_flags(clear_caches=False)
 
     @_guarded
     def shutdown(self, timeout_seconds: float | None = 10) -> None:
@@ -563,6 +586,7 @@ class Client(ExceptionCaptureMixin):
             return
         self.join(timeout_seconds)
         self._uninstall_autocapture()
+        self._stop_flags(clear_caches=True)
         self._shut_down = True
 
     # ------------------------------------------------------------ process events
@@ -570,6 +594,7 @@ class Client(ExceptionCaptureMixin):
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
         self.lane.after_fork()
+        self._flags_after_fork(restart=not self._joined)
 
     def _at_exit(self, deadline: float) -> None:
         if self._joined or not self.send or self.sync_mode:

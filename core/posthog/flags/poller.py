@@ -1,0 +1,236 @@
+"""Loading flag definitions: ETag, status rules, cache provider, polling (§6.1, §6.2, §6.12)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from posthog._log import logger
+from posthog.flags.local import FlagDefinitions
+from posthog.transport import http
+
+DEFINITIONS_TIMEOUT = 10.0
+MAX_BACKOFF_FACTOR = 10
+
+
+class _AsyncRunner:
+    """A private event loop on a daemon thread, for cache providers with async methods."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def run(self, value: Any) -> Any:
+        if not inspect.isawaitable(value):
+            return value
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="posthog-cache-loop",
+                                 daemon=True).start()
+                self._loop = loop
+        future = asyncio.run_coroutine_threadsafe(_await(value), self._loop)
+        return future.result(timeout=30)
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop = None
+
+
+async def _await(value: Any) -> Any:
+    return await value
+
+
+class DefinitionsLoader:
+    """Fetches definitions, installs compiled snapshots, and polls every ``poll_interval``."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        api_key: str,
+        secret_key: Callable[[], str | None],
+        poll_interval: float,
+        provider: Any = None,
+        debug: Callable[[], bool] = lambda: False,
+        on_install: Callable[[FlagDefinitions], None] | None = None,
+    ) -> None:
+        self.host = host
+        self.api_key = api_key
+        self._secret_key = secret_key
+        self.poll_interval = max(0.01, float(poll_interval))
+        self.provider = provider
+        self._debug = debug
+        self._on_install = on_install
+        self.definitions: FlagDefinitions | None = None
+        self.etag: str | None = None
+        self._lock = threading.Lock()
+        self._sequence = 0
+        self._published = 0
+        self._auth_failures = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._async = _AsyncRunner()
+
+    # ------------------------------------------------------------ one load
+
+    def load(self) -> None:
+        """Load once, through the cache provider when one is configured."""
+        provider = self.provider
+        if provider is not None and not self._provider_says_fetch(provider):
+            data = self._provider_call(provider, "get_flag_definitions", None)
+            if isinstance(data, dict) and self._install(data, etag=self.etag, seq=None):
+                return
+            if self.definitions is not None:
+                return
+        self.fetch()
+
+    def _provider_says_fetch(self, provider: Any) -> bool:
+        return bool(self._provider_call(provider, "should_fetch_flag_definitions", True))
+
+    def _provider_call(self, provider: Any, name: str, fallback: Any, *args: Any) -> Any:
+        try:
+            return self._async.run(getattr(provider, name)(*args))
+        except Exception:
+            logger.exception("flag definition cache provider %s() failed", name)
+            return fallback
+
+    def fetch(self) -> None:
+        """``GET /flags/definitions`` and install the answer (spec §6.1 status rules)."""
+        secret = self._secret_key()
+        if not secret:
+            return
+        with self._lock:
+            self._sequence += 1
+            seq = self._sequence
+        url = f"{self.host}/flags/definitions?token={quote(self.api_key)}&send_cohorts"
+        try:
+            response = http.get_json(
+                url, bearer=secret, timeout=DEFINITIONS_TIMEOUT, etag=self.etag
+            )
+            if response.status_code == 304:
+                self.etag = response.headers.get("ETag") or self.etag
+                self._auth_failures = 0
+                return
+            data = response.json()
+            from posthog.flags.remote import check_quota
+
+            check_quota(data)
+            if not isinstance(data, dict) or not isinstance(data.get("flags"), list):
+                raise ValueError("definitions body has no 'flags' list")
+            for required in ("cohorts", "group_type_mapping"):
+                if not isinstance(data.get(required), dict):
+                    raise ValueError(f"definitions body has no '{required}'")
+        except http.QuotaLimitError:
+            logger.error("feature flags quota limited: local definitions kept as they are")
+            return
+        except http.APIError as exc:
+            self._api_error(exc)
+            return
+        except Exception as exc:
+            logger.warning(
+                "could not load feature flags (%s); will retry in %s seconds",
+                exc, self.poll_interval,
+            )
+            return
+        self._auth_failures = 0
+        if self._install(data, etag=response.headers.get("ETag"), seq=seq) and self.provider:
+            self._provider_call(self.provider, "on_flag_definitions_received", None, {
+                "flags": data["flags"],
+                "group_type_mapping": data["group_type_mapping"],
+                "cohorts": data["cohorts"],
+                "minimal_flag_called_events": bool(data.get("minimal_flag_called_events")),
+                "property_matching_version": data.get("property_matching_version", 1),
+            })
+
+    def _api_error(self, exc: http.APIError) -> None:
+        status = exc.status
+        if status in (401, 402, 403):
+            self._auth_failures += 1
+            if status in (401, 402):
+                self.etag = None
+                self._publish(FlagDefinitions.compile(
+                    {"flags": [], "group_type_mapping": {}, "cohorts": {}}
+                ))
+            if self._auth_failures == 1:
+                if status == 402:
+                    logger.warning("feature flags quota exceeded (402): definitions cleared")
+                else:
+                    logger.error(
+                        "loading feature flag definitions failed with %s: verify the project "
+                        "api key and the secret (personal) api key; polling backs off until "
+                        "it succeeds", status,
+                    )
+            if self._debug() and status in (401, 402):
+                raise exc
+            return
+        logger.error("Error loading feature flags: %s", exc)
+
+    def _install(self, data: dict[str, Any], *, etag: str | None, seq: int | None) -> bool:
+        try:
+            compiled = FlagDefinitions.compile(data)
+        except Exception:
+            logger.exception("could not compile flag definitions; keeping the previous ones")
+            return False
+        with self._lock:
+            if seq is not None:
+                if seq < self._published:
+                    return False  # a newer fetch already published
+                self._published = seq
+            self.etag = etag or self.etag
+        self._publish(compiled)
+        return True
+
+    def _publish(self, compiled: FlagDefinitions) -> None:
+        self.definitions = compiled
+        if self._on_install is not None:
+            self._on_install(compiled)
+
+    # ------------------------------------------------------------ polling
+
+    @property
+    def polling(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self.polling:
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="posthog-flag-poller",
+                                        daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while True:
+            factor = min(2 ** self._auth_failures, MAX_BACKOFF_FACTOR) if self._auth_failures else 1
+            if self._stop.wait(self.poll_interval * factor):
+                return
+            try:
+                self.load()
+            except Exception:
+                logger.exception("flag definitions poll failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2)
+        self._thread = None
+
+    def shutdown(self) -> None:
+        self.stop()
+        if self.provider is not None:
+            self._provider_call(self.provider, "shutdown", None)
+        self._async.close()
+
+    def after_fork(self, restart: bool) -> None:
+        self._lock = threading.Lock()
+        self._thread = None
+        self._async = _AsyncRunner()
+        if restart:
+            self.start()
