@@ -129,16 +129,30 @@ class Scope:
     @contextmanager
     def activated(self) -> Iterator[Scope]:
         """Make this scope current again (e.g. while a streamed body is produced)."""
+        previous = _current.get()
         token = _current.set(self)
         try:
             yield self
         finally:
-            _current.reset(token)
+            _restore(token, self, previous)
 
 
 _current: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
     "posthog_context", default=None
 )
+
+
+def _restore(token: contextvars.Token[Scope | None], scope: Scope, previous: Scope | None) -> None:
+    """Leave ``scope``, even from another Context (a generator closed by another thread or task).
+
+    ``ContextVar.reset`` refuses a token made in a different Context; then, if
+    ``scope`` is still current there, the value it replaced is put back.
+    """
+    try:
+        _current.reset(token)
+    except ValueError:
+        if _current.get() is scope:
+            _current.set(previous)
 
 
 def current_scope() -> Scope | None:
@@ -160,7 +174,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class new_context:
     """Context manager that pushes a new scope for the duration of a ``with`` block."""
 
-    __slots__ = ("_capture", "_client", "_fresh", "_token", "scope")
+    __slots__ = ("_capture", "_client", "_fresh", "_previous", "_token", "scope")
 
     def __init__(
         self, fresh: bool = False, capture_exceptions: bool | None = None, client: Any = None
@@ -171,6 +185,7 @@ class new_context:
         self._token: contextvars.Token[Scope | None] | None = None
 
     def __enter__(self) -> Scope:
+        self._previous = _current.get()
         self.scope = Scope(current_scope(), self._fresh, self._capture, self._client)
         self._token = _current.set(self.scope)
         return self.scope
@@ -183,7 +198,7 @@ class new_context:
             token = self._token
             if token is not None:
                 self._token = None
-                _current.reset(token)
+                _restore(token, self.scope, self._previous)
 
     def _should_capture(self) -> bool:
         if self._capture is not None:

@@ -92,7 +92,7 @@ def traceback_frames(tb: TracebackType | None, hook: FrameHook | None = None) ->
         tb = tb.tb_next
     kept = frames + tail[-MAX_FRAMES_TAIL:]
     if hook is not None:
-        for raw in kept:
+        for raw in reversed(kept):  # innermost first: the raising frame gets the budget first
             hook(raw, raw.frame)
     for raw in kept:
         raw.frame = None
@@ -109,11 +109,11 @@ def current_stack_frames(hook: FrameHook | None = None) -> list[RawFrame]:
         if not sdk and not _hidden(frame):
             frames.append(RawFrame(frame, frame.f_lineno))
         frame = frame.f_back
-    frames.reverse()
-    for raw in frames:
+    for raw in frames:  # still innermost first here
         if hook is not None:
             hook(raw, raw.frame)
         raw.frame = None
+    frames.reverse()
     return frames
 
 
