@@ -86,11 +86,11 @@ def print_table(events: list[dict[str, Any]]) -> None:
     ]
     headers = ("time (UTC)", "event", "distinct_id", "details")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers[:3])]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, [*widths, 0]))
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, [*widths, 0], strict=True))
     print(line)
     print("-" * min(110, len(line) + 40))
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, [*widths, 0])))
+        print("  ".join(c.ljust(w) for c, w in zip(row, [*widths, 0], strict=True)))
 
 
 def main() -> int:

@@ -76,6 +76,7 @@ class DefinitionsLoader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._async = _AsyncRunner()
+        self._shut_down = False
 
     # ------------------------------------------------------------ one load
 
@@ -223,7 +224,11 @@ class DefinitionsLoader:
         self._thread = None
 
     def shutdown(self) -> None:
+        """Stop polling and release the cache provider (once)."""
         self.stop()
+        if self._shut_down:
+            return
+        self._shut_down = True
         if self.provider is not None:
             self._provider_call(self.provider, "shutdown", None)
         self._async.close()
