@@ -141,6 +141,11 @@ class Client(ExceptionCaptureMixin, FeatureFlagsMixin):
         self.log_captured_exceptions = log_captured_exceptions
         self.project_root = project_root if project_root is not None else os.getcwd()
         self.flag_fallback_cache_url = flag_fallback_cache_url
+        if flag_fallback_cache_url:
+            logger.warning(
+                "flag_fallback_cache_url is not supported by this SDK yet; flag requests that "
+                "fail return None instead of a cached result"
+            )
         self.enable_local_evaluation = enable_local_evaluation
         self.flag_definition_cache_provider = flag_definition_cache_provider
         self.capture_exception_code_variables = capture_exception_code_variables

@@ -1,7 +1,8 @@
 """Command line entry point: ``python -m posthog_integrations.devserver`` / ``posthog-devserver``.
 
 Runs the dev server in the foreground on loopback until Ctrl-C (or SIGTERM), keeping
-events in a persistent SQLite file so they survive restarts.
+events in a persistent SQLite file so they survive restarts, and answering feature flags
+from a definitions file (``--flags``) that is re-read whenever it changes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .server import DEFAULT_MAX_BODY_BYTES, DevServer
 __all__ = ["default_db_path", "is_loopback", "main"]
 
 DB_ENV_VAR = "POSTHOG_DEVSERVER_DB"
+FLAGS_ENV_VAR = "POSTHOG_DEVSERVER_FLAGS"
 
 
 def default_db_path() -> Path:
@@ -71,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"SQLite file (default: ${DB_ENV_VAR} or ~/.cache/posthog-devserver/events.sqlite3)",
     )
     parser.add_argument(
+        "--flags",
+        metavar="PATH",
+        default=os.environ.get(FLAGS_ENV_VAR) or None,
+        help=f"flag definitions JSON (PostHog's /flags/definitions format, or a list of flags),"
+        f" re-read when it changes (default: ${FLAGS_ENV_VAR}; none: no flags)",
+    )
+    parser.add_argument(
         "--allow-remote",
         action="store_true",
         help="allow binding a non-loopback interface (the server has no authentication)",
@@ -106,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     db_path = Path(args.db).expanduser() if args.db else default_db_path()
+    flags_path = Path(args.flags).expanduser() if args.flags else None
     server = DevServer(
-        host=args.host, port=args.port, db_path=db_path, max_body_bytes=args.max_body_bytes
+        host=args.host, port=args.port, db_path=db_path, max_body_bytes=args.max_body_bytes,
+        flags_path=flags_path,
     )
     try:
         server.start()
@@ -123,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             stop.set()
 
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    print(f"posthog-devserver listening on {server.url} (db: {server.db_path})", flush=True)
+    flags_note = f", flags: {flags_path}" if flags_path is not None else ""
+    print(f"posthog-devserver listening on {server.url} (db: {server.db_path}{flags_note})",
+          flush=True)
     try:
         while not stop.wait(0.5):
             pass

@@ -1,7 +1,10 @@
 """Request handling for the dev server: routing, body reading, ingestion and responses.
 
+Flag endpoints are routed here and answered by :mod:`.flags`.
+
 Each connection gets one :class:`Handler` on its own thread; it answers every request
-with a Content-Length so HTTP/1.1 keep-alive works for SDK clients and benchmarks.
+with a Content-Length (a 304 has no body) so HTTP/1.1 keep-alive works for SDK clients
+and benchmarks.
 """
 
 from __future__ import annotations
@@ -9,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
+from .flags import check_bearer, etag_matches, evaluate_response, flags_response, remote_config
 from .payload import (
     PayloadError,
     build_rows,
@@ -22,6 +27,7 @@ from .payload import (
     invalid,
     may_contain_surrogates,
     parse_document,
+    parse_json,
     too_large,
 )
 from .storage import StoreClosedError
@@ -29,14 +35,23 @@ from .storage import StoreClosedError
 if TYPE_CHECKING:
     from .server import DevHTTPServer
 
-__all__ = ["INGEST_PATHS", "Handler"]
+__all__ = ["DEFINITIONS_PATHS", "FLAGS_PATHS", "INGEST_PATHS", "Handler"]
 
 logger = logging.getLogger("posthog_integrations.devserver")
 
 #: Capture endpoints (compared without the trailing slash).
 INGEST_PATHS = frozenset({"/batch", "/e", "/i/v0/e", "/capture", "/track", "/engage"})
+#: Flag definitions for local evaluation (Bearer auth).
+DEFINITIONS_PATHS = frozenset({"/flags/definitions", "/api/feature_flag/local_evaluation"})
+#: Remote flag evaluation (``api_key`` in the body).
+FLAGS_PATHS = frozenset({"/flags", "/decide"})
+_REMOTE_CONFIG = re.compile(r"/api/projects/[^/]+/feature_flags/(?P<key>[^/]+)/remote_config")
 _ROUTES: dict[str, tuple[str, ...]] = {
     **{path: ("POST", "OPTIONS") for path in INGEST_PATHS},
+    **{path: ("POST", "OPTIONS") for path in FLAGS_PATHS},
+    **{path: ("GET", "OPTIONS") for path in DEFINITIONS_PATHS},
+    "/api/flags": ("GET", "OPTIONS"),
+    "/api/flags/evaluate": ("POST", "OPTIONS"),
     "/api/events": ("GET", "DELETE", "OPTIONS"),
     "/api/events/count": ("GET", "OPTIONS"),
     "/health": ("GET", "HEAD", "OPTIONS"),
@@ -56,7 +71,7 @@ def _header_safe(value: str) -> str:
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Routes one keep-alive connection's requests; every response has a Content-Length."""
+    """Routes one keep-alive connection's requests; every response has a known length."""
 
     protocol_version = "HTTP/1.1"
     server_version = "posthog-devserver/1.0"
@@ -119,6 +134,11 @@ class Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         route = path.rstrip("/") or "/"
         allowed = _ROUTES.get(route)
+        config_key: str | None = None
+        if allowed is None:
+            match = _REMOTE_CONFIG.fullmatch(route)
+            if match is not None:
+                allowed, config_key = ("GET", "OPTIONS"), unquote(match["key"])
         try:
             if allowed is None:
                 self._error(404, "not_found", f"Unknown path: {path}", type_="invalid_request")
@@ -131,6 +151,14 @@ class Handler(BaseHTTPRequestHandler):
                 self._preflight(allowed)
             elif route in INGEST_PATHS:
                 self._ingest(route, path, query)
+            elif route in FLAGS_PATHS or route in DEFINITIONS_PATHS or config_key is not None:
+                self._flag_endpoint(route, path, query, config_key)
+            elif route == "/api/flags":
+                body = b'{"definitions":' + self.server.flags.current().body + b"}"
+                self._send(200, body)
+            elif route == "/api/flags/evaluate":
+                answer = evaluate_response(self.server.flags.current(), self._json_body(query))
+                self._send(200, _json_bytes(answer))
             elif route == "/health":
                 self._send(200, _json_bytes({"status": "ok"}))
             elif route == "/api/events/count":
@@ -238,6 +266,58 @@ class Handler(BaseHTTPRequestHandler):
             decoded,
         )
         self._send(status, body)
+
+    # -- flags ----------------------------------------------------------------------------
+
+    def _json_body(self, query: str) -> Any:
+        """The request body decoded (gzip, base64, form) and parsed as JSON; 400 if it is not."""
+        compression = parse_qs(query).get("compression", [None])[-1] if query else None
+        data = decode_body(
+            self._read_body(self.server.max_body_bytes),
+            content_type=self.headers.get("Content-Type", ""),
+            content_encoding=self.headers.get("Content-Encoding", ""),
+            compression=compression,
+            max_bytes=self.server.max_body_bytes,
+        )
+        return parse_json(data)
+
+    def _flag_endpoint(self, route: str, path: str, query: str, config_key: str | None) -> None:
+        """``/flags``, ``/flags/definitions`` and remote config; recorded like ingestion."""
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        extra: list[tuple[str, str]] = []
+        try:
+            state = self.server.flags.current()
+            if route in FLAGS_PATHS:
+                status, body = 200, _json_bytes(flags_response(state, self._json_body(query)))
+            else:
+                check_bearer(self.headers.get("Authorization"))
+                if config_key is not None:
+                    status, body = 200, _json_bytes(remote_config(state, config_key))
+                else:
+                    extra.append(("ETag", state.etag))
+                    if etag_matches(self.headers.get("If-None-Match"), state.etag):
+                        status, body = 304, b""
+                    else:
+                        status, body = 200, state.body
+        except PayloadError as exc:
+            status, body = exc.status, _json_bytes(exc.body())
+            if status == 401 and route not in FLAGS_PATHS:
+                extra.append(("WWW-Authenticate", 'Bearer realm="api"'))
+        except (ConnectionError, TimeoutError):
+            raise
+        except Exception as exc:
+            logger.exception("error handling %s %s", self.command, self.path)
+            self.close_connection = True
+            status, body = 500, self._internal_error_body(exc)
+        self.server.recorder.add(
+            {"path": path, "query": query, "method": self.command, "headers": headers,
+             "status": status, "events": 0},
+            None,
+        )
+        self._send(status, body, content_type=None if status == 304 else "application/json",
+                   extra=extra)
+
+    # -- bodies ---------------------------------------------------------------------------
 
     def _read_body(self, limit: int) -> bytes:
         """Read the request body (Content-Length or chunked), refusing more than ``limit``."""
@@ -353,8 +433,9 @@ class Handler(BaseHTTPRequestHandler):
             f"HTTP/1.1 {status} {reason}",
             f"Server: {self.server_version}",
             f"Date: {self.date_time_string()}",
-            f"Content-Length: {len(body)}",
         ]
+        if status != 304:  # a 304's Content-Length would describe the 200 body it stands for
+            lines.append(f"Content-Length: {len(body)}")
         if content_type:
             lines.append(f"Content-Type: {content_type}")
         # ``headers`` is missing when the request line itself could not be parsed.

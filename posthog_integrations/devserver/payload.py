@@ -13,8 +13,9 @@ import json
 import re
 import uuid
 import zlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 from .storage import Row
@@ -180,7 +181,11 @@ def parse_json(data: bytes) -> Any:
 
 
 _WS = re.compile(r"[ \t\n\r]*")
-_scan = json.JSONDecoder().scan_once
+# ``scan_once`` is undocumented (so untyped) but stable since Python 2.
+_Scanner = Callable[[str, int], tuple[Any, int]]
+_scan: _Scanner = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+# ``_WS`` matches the empty string, so its ``match`` never returns None.
+_ws_match = cast(Callable[[str, int], "re.Match[str]"], _WS.match)
 _encode_str = json.JSONEncoder(separators=(",", ":")).encode
 
 
@@ -191,7 +196,7 @@ def split_batch(text: str) -> tuple[dict[str, Any], list[str]] | None:
     Anything unusual (another shape, a syntax error, a repeated key) returns ``None``
     and the request goes through :func:`parse_json`, which also words the errors.
     """
-    ws = _WS.match
+    ws = _ws_match
     envelope: dict[str, Any] = {}
     raws: list[str] | None = None
     try:
@@ -376,7 +381,9 @@ def build_rows(
             and raw[-1:] == "}"
         ):
             text = f'{raw[:-1]},"api_key":{_encode_str(key)},"received_at":"{received_at}"}}'
-            append((event_uuid, name, distinct_id, session_id, ts_text, key, received_at, text))
+            # The ``is`` checks above make mypy widen these to Any | None; they are str here.
+            row = (event_uuid, name, distinct_id, session_id, ts_text, key, received_at, text)
+            append(row)  # type: ignore[arg-type]
             continue
         stored = {
             **event,

@@ -2,11 +2,13 @@
 
 It serves on a daemon thread, stores events through :class:`~.storage.EventStore` and
 exposes them, and the raw requests it received, to tests without any HTTP round trip.
+Feature flags come from a :class:`~.flags.FlagStore` (a JSON file, or set in memory).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -19,6 +21,7 @@ from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from .flags import FlagStore
 from .handler import Handler
 from .storage import EventStore
 
@@ -31,7 +34,7 @@ _RECORD_LIMIT = 1000
 
 
 class _Recorder:
-    """Bounded, thread-safe log of ingestion requests and their decoded JSON bodies."""
+    """Bounded, thread-safe log of ingestion and flag requests, and decoded event bodies."""
 
     def __init__(self, maxlen: int) -> None:
         self._lock = threading.Lock()
@@ -72,10 +75,12 @@ class DevHTTPServer(ThreadingHTTPServer):
         store: EventStore,
         recorder: _Recorder,
         max_body_bytes: int,
+        flags: FlagStore | None = None,
     ) -> None:
         self.store = store
         self.recorder = recorder
         self.max_body_bytes = max_body_bytes
+        self.flags = flags if flags is not None else FlagStore()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, Handler)
@@ -116,6 +121,8 @@ class DevServer:
 
     ``start()`` binds (``port=0`` picks a free port) and serves on a daemon thread;
     ``stop()`` shuts it down and closes the database, deleting it when ``db_path`` is None.
+    Feature flags are answered from ``flags_path`` (a ``/flags/definitions`` JSON body or
+    a list of flag definitions, re-read when it changes) or from :meth:`set_flags`.
     """
 
     def __init__(
@@ -124,9 +131,11 @@ class DevServer:
         port: int = 0,
         db_path: str | os.PathLike[str] | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        flags_path: str | os.PathLike[str] | None = None,
     ) -> None:
         if max_body_bytes <= 0:
             raise ValueError("max_body_bytes must be positive")
+        self._flags = FlagStore(flags_path)
         self.host = host
         self.max_body_bytes = max_body_bytes
         self._requested_port = port
@@ -152,7 +161,8 @@ class DevServer:
             server_cls = _DevHTTPServer6 if ":" in self.host else DevHTTPServer
             try:
                 httpd = server_cls(
-                    (self.host, self._requested_port), store, self._recorder, self.max_body_bytes
+                    (self.host, self._requested_port), store, self._recorder,
+                    self.max_body_bytes, self._flags,
                 )
             except BaseException:
                 store.close()
@@ -271,9 +281,30 @@ class DevServer:
                 )
             time.sleep(0.01)
 
+    # -- flags ----------------------------------------------------------------------------
+
+    @property
+    def flags_path(self) -> str | None:
+        """The flag definitions file, if one was given."""
+        return self._flags.path
+
+    @property
+    def flag_definitions(self) -> dict[str, Any]:
+        """A copy of the definitions currently served (re-reading the file if it changed)."""
+        return copy.deepcopy(self._flags.current().data)
+
+    def set_flags(self, data: Any) -> None:
+        """Serve these definitions (a ``/flags/definitions`` body or a list of flags).
+
+        They stay until the next call or until the flags file, if any, changes.
+        Raises :class:`~.flags.FlagsFileError` for data not in that format.
+        """
+        self._flags.set(data)
+
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """The last ≤1000 ingestion requests: path, query, method, headers, status, events."""
+        """The last ≤1000 ingestion and flag requests: path, query, method, headers, status,
+        events (0 for flag requests)."""
         return self._recorder.requests()
 
     @property

@@ -153,11 +153,14 @@ def test_no_flags_without_file_or_set_flags(server: DevServer, http: requests.Se
 
 
 def test_set_flags_validates(server: DevServer) -> None:
+    bad: Any
     for bad in ("nope", {"flags": "x"}, [{"no": "key"}], {"flags": [], "cohorts": []},
                 {"flags": [], "property_matching_version": "2"}):
         with pytest.raises(FlagsFileError):
             server.set_flags(bad)
-    data = {"flags": [SIMPLE], "property_matching_version": 2, "minimal_flag_called_events": True}
+    data: dict[str, Any] = {
+        "flags": [SIMPLE], "property_matching_version": 2, "minimal_flag_called_events": True,
+    }
     server.set_flags(data)
     data["flags"].clear()  # the server keeps its own copy
     assert server.flag_definitions == {

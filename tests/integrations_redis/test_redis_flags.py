@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import posthog
-from posthog_integrations import redis_flags
 from posthog_integrations.devserver import DevServer
 from posthog_integrations.redis_flags import RedisFlagDefinitionCache
 
@@ -119,16 +118,26 @@ def test_url_and_settings(redis_url: str, redis_client: Redis, prefix: str) -> N
             RedisFlagDefinitionCache(redis_client, **bad)
 
 
-def test_a_forked_child_gets_its_own_token(redis_client: Redis, prefix: str,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_its_own_token(redis_client: Redis, prefix: str) -> None:
     cache = RedisFlagDefinitionCache(redis_client, key_prefix=prefix)
     assert cache.should_fetch_flag_definitions()
     parent = cache.token
-    monkeypatch.setattr(redis_flags.os, "getpid", lambda: -42)  # as after os.fork()
-    assert cache.token != parent
-    assert cache.should_fetch_flag_definitions() is False  # the parent's lock is not the child's
-    cache.shutdown()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        code = 1
+        try:
+            own_token = cache.token != parent
+            kept_out = cache.should_fetch_flag_definitions() is False
+            cache.shutdown()  # must not release the parent's lock
+            code = 0 if own_token and kept_out else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert cache.token == parent
     assert redis_client.get(f"{prefix}:lock") == parent.encode()
+    assert cache.should_fetch_flag_definitions() is True
 
 
 def test_works_without_redis_until_constructed(monkeypatch: pytest.MonkeyPatch) -> None:

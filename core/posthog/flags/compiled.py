@@ -138,13 +138,14 @@ class CompiledFlag:
     # -- results -----------------------------------------------------------------------
 
     def make_result(self, value: bool | str | None, index: int | None, reason: str,
-                    inconclusive: Undecided | None = None) -> LocalResult:
+                    inconclusive: Undecided | None = None, error: bool = False) -> LocalResult:
         payloads = self.payloads
         lookup = payload_lookup(value)
         payload = payloads.get(lookup) if payloads is not None and lookup is not None else None
         return LocalResult(
             self.key, value, inconclusive.reason if inconclusive is not None else None, True,
             index, reason, payload, self.flag_id, self.version, self.has_experiment, payloads,
+            error,
         )
 
     def fixed(self, name: str, value: bool | str, reason: str) -> LocalResult:
@@ -313,9 +314,9 @@ class CompiledFlag:
             result = self.no_match = self.make_result(False, None, "No matching condition set")
         return result
 
-    def make_static(self, why: Undecided) -> None:
+    def make_static(self, why: Undecided, error: bool = False) -> None:
         """Make the whole flag undecided (it can never be evaluated locally)."""
-        self.static = self.make_result(None, None, why.message, why)
+        self.static = self.make_result(None, None, why.message, why, error)
         self.static_dependency = why
 
 
@@ -333,7 +334,7 @@ def compile_flag(
     except Exception as exc:  # a definition we did not anticipate: only this flag suffers
         message = f"could not compile the definition ({exc!r})"
         compiler.problems.append(message)
-        flag.make_static(Undecided(UNSUPPORTED, message))
+        flag.make_static(Undecided(UNSUPPORTED, message), error=True)
     flag.problems.extend(compiler.problems)
     return flag
 

@@ -55,7 +55,7 @@ def _failed(flag: CompiledFlag, exc: BaseException) -> LocalResult:
     return LocalResult(
         flag.key, None, UnresolvedFlagReason.UNSUPPORTED_DEFINITION, True, None,
         f"Local evaluation failed: {exc!r}", None, flag.flag_id, flag.version,
-        flag.has_experiment, flag.payloads,
+        flag.has_experiment, flag.payloads, error=True,
     )
 
 

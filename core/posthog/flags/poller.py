@@ -77,6 +77,7 @@ class DefinitionsLoader:
         self._thread: threading.Thread | None = None
         self._async = _AsyncRunner()
         self._shut_down = False
+        self._cached: dict[str, Any] | None = None  # last definitions read from the provider
 
     # ------------------------------------------------------------ one load
 
@@ -85,7 +86,12 @@ class DefinitionsLoader:
         provider = self.provider
         if provider is not None and not self._provider_says_fetch(provider):
             data = self._provider_call(provider, "get_flag_definitions", None)
-            if isinstance(data, dict) and self._install(data, etag=self.etag, seq=None):
+            if isinstance(data, dict) and data == self._cached:
+                return  # unchanged since the last read: nothing to recompile
+            if isinstance(data, dict) and self._install(data, etag=None, seq=None):
+                # Our own ETag described what we last fetched, not these definitions.
+                self.etag = None
+                self._cached = data
                 return
             if self.definitions is not None:
                 return

@@ -40,6 +40,9 @@ class LocalResult:
     version: int | None
     has_experiment: bool | None
     payloads: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+    #: True when the definition failed to compile or evaluating it raised: a defect,
+    #: not a flag that merely needs data only the server has.
+    error: bool = False
 
     @property
     def enabled(self) -> bool:
