@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import posthog
@@ -50,6 +51,16 @@ def send_events() -> dict[str, str | None]:
     return sent
 
 
+def use_flags() -> dict[str, str | None]:
+    """Flags from example_projects/flags.json, evaluated locally (a secret key is set)."""
+    flags = posthog.evaluate_flags("user-42", person_properties={"plan": "pro"})
+    checkout = flags.is_enabled("new-checkout")  # sends $feature_flag_called
+    copy = flags.get_flag("checkout-copy")  # sends $feature_flag_called
+    print(f"flags for user-42: new-checkout={checkout} "
+          f"(payload {flags.get_flag_payload('new-checkout')}), checkout-copy={copy!r}")
+    return {"flagged": posthog.capture("checkout opened", distinct_id="user-42", flags=flags)}
+
+
 def charge_card(amount: float) -> None:
     raise ValueError(f"card declined for amount {amount}")
 
@@ -63,6 +74,9 @@ def describe(event: dict[str, Any]) -> str:
         return f"{props['$group_type']}={props['$group_key']} {json.dumps(props['$group_set'])}"
     if event["event"] == "$create_alias":
         return f"alias={props['alias']!r} for distinct_id={props['distinct_id']!r}"
+    if event["event"] == "$feature_flag_called":
+        local = "locally" if props.get("locally_evaluated") else "by the server"
+        return f"{props['$feature_flag']} = {props['$feature_flag_response']!r} ({local})"
     if event["event"] == "$exception":
         first = props["$exception_list"][0]
         frame = first.get("stacktrace", {}).get("frames", [{}])[-1]
@@ -70,6 +84,9 @@ def describe(event: dict[str, Any]) -> str:
         return f"{first['type']}: {first['value']} at {where} session={props.get('$session_id')}"
     own = {k: v for k, v in props.items() if not k.startswith("$")}
     extras = []
+    flagged = {k[len("$feature/"):]: v for k, v in props.items() if k.startswith("$feature/")}
+    if flagged:
+        extras.append(f"flags={json.dumps(flagged)}")
     if "$groups" in props:
         extras.append(f"groups={json.dumps(props['$groups'])}")
     if props.get("$process_person_profile") is False:
@@ -94,11 +111,13 @@ def print_table(events: list[dict[str, Any]]) -> None:
 
 
 def main() -> int:
-    with DevServer() as server:
+    with DevServer(flags_path=Path(__file__).with_name("flags.json")) as server:
         print(f"dev server listening on {server.url}\n")
         posthog.api_key = "phc_demo_project_key"
+        posthog.secret_key = "phs_demo_secret_key"  # enables local flag evaluation
         posthog.host = server.url
         sent = send_events()
+        sent.update(use_flags())
         posthog.flush()
         events = server.events()
         posthog.shutdown()
@@ -111,6 +130,11 @@ def main() -> int:
             f"$os={sdk.get('$os')!r} $python_version={sdk.get('$python_version')!r}"
         )
         stored = {e["uuid"] for e in events}
+        fetched = [r for r in server.requests if r["path"].startswith("/flags/definitions")]
+        asked = [r for r in server.requests if r["path"].rstrip("/") == "/flags"]
+        note = " (every flag was evaluated locally)" if not asked else ""
+        print(f"flag definitions fetched {len(fetched)} time(s); "
+              f"/flags requests: {len(asked)}{note}")
         missing = [name for name, uuid in sent.items() if uuid not in stored]
         if missing:
             print(f"NOT stored: {', '.join(missing)}", file=sys.stderr)
