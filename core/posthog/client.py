@@ -508,10 +508,6 @@ class Client(ExceptionCaptureMixin, FeatureFlagsMixin):
 
         cleaned = False
         hook = self._before_send
-        stamp = message["timestamp"]
-        if (hook is not None or self.sync_mode) and isinstance(stamp, datetime):
-            # Whoever sees the message now gets the ISO text, as it will be sent.
-            message["timestamp"] = stamp.isoformat()
         if hook is not None:
             maybe = self._run_before_send(hook, clean(message))
             if maybe is None:

@@ -11,6 +11,7 @@ import numbers
 import random
 import re
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
@@ -111,14 +112,32 @@ def normalize_timestamp(value: object, now: datetime | None = None) -> str:
     return _normalize_given(value, now)
 
 
-def event_time(value: object) -> datetime | str:
-    """Like :func:`normalize_timestamp`, but "now" stays a ``datetime``.
+_second: tuple[int, str] = (-1, "")  # a whole second and its "YYYY-MM-DDTHH:MM:SS" text
 
-    Formatting it is left to the consumer thread's JSON encoder, which writes the
-    same ISO text; it is a quarter of what ``capture()`` would otherwise spend.
+
+def utc_now_text() -> str:
+    """``datetime.now(timezone.utc).isoformat()``, about three times faster.
+
+    The date-and-time part is formatted once per second; only the microseconds
+    change between calls. Microseconds are omitted when zero, like ``isoformat``.
     """
+    global _second
+    now = time.time()
+    whole = int(now)
+    cached_whole, text = _second  # one tuple: threads never see a half-updated pair
+    if cached_whole != whole:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second = (whole, text)
+    micro = int((now - whole) * 1_000_000)
+    if micro:
+        return f"{text}.{micro:06d}+00:00"
+    return f"{text}+00:00"
+
+
+def event_time(value: object) -> str:
+    """:func:`normalize_timestamp` with a fast path for the usual "now"."""
     if value is None:
-        return datetime.now(UTC)
+        return utc_now_text()
     return _normalize_given(value, datetime.now(UTC))
 
 
