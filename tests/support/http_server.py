@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -27,6 +28,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     reset: bool = False
+    close_after: bool = False  # answer normally, then drop the keep-alive connection unannounced
 
 
 @dataclass
@@ -44,7 +46,7 @@ class Recorded:
 
 
 class ScriptedServer:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.script: deque[Reply] = deque()
         self.requests: list[Recorded] = []
         self.default = Reply()
@@ -101,6 +103,9 @@ class ScriptedServer:
                     self.wfile.write(data)
                 except OSError:
                     self.close_connection = True
+                if reply.close_after:
+                    self.wfile.flush()
+                    self.close_connection = True
 
             do_POST = _handle
             do_GET = _handle
@@ -109,6 +114,9 @@ class ScriptedServer:
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+            self.url = f"https://localhost:{self.port}"
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )

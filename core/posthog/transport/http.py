@@ -191,7 +191,7 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
-def _error_for(response: requests.Response) -> APIError:
+def _error_for(response: Any) -> APIError:
     message: str = response.text
     try:
         payload = response.json()
@@ -203,10 +203,8 @@ def _error_for(response: requests.Response) -> APIError:
     return APIError(response.status_code, message, retry_after)
 
 
-def post_body(
-    url: str, body: bytes, *, gzip: bool = False, timeout: float = 15, kind: str = "default"
-) -> requests.Response:
-    """POST pre-serialised JSON; anything but HTTP 200 raises :class:`APIError`."""
+def prepare_body(body: bytes, gzip: bool) -> tuple[bytes, dict[str, str]]:
+    """The body as sent (gzipped when asked and possible) and the POST headers."""
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
     if gzip:
         import gzip as gzip_mod
@@ -216,11 +214,24 @@ def post_body(
             headers["Content-Encoding"] = "gzip"
         except Exception as exc:  # compression failing must not lose the batch
             logger.warning("gzip failed (%s); sending uncompressed", exc)
+    return body, headers
+
+
+def raise_for_status(response: Any) -> None:
+    """PostHog's rule: anything but exactly HTTP 200 is an :class:`APIError`."""
+    if response.status_code != 200:
+        raise _error_for(response)
+
+
+def post_body(
+    url: str, body: bytes, *, gzip: bool = False, timeout: float = 15, kind: str = "default"
+) -> requests.Response:
+    """POST pre-serialised JSON through the pooled ``requests`` session."""
+    body, headers = prepare_body(body, gzip)
     response = session(kind).post(
         url, data=body, headers=headers, timeout=timeout, proxies=_proxies_for(url)
     )
-    if response.status_code != 200:
-        raise _error_for(response)
+    raise_for_status(response)
     return response
 
 

@@ -13,11 +13,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from posthog._log import BurstLog, logger
 from posthog.events import dumps, encode_event
 from posthog.transport import http
+
+if TYPE_CHECKING:
+    from posthog.transport.connection import Uploader
 
 MAX_EVENT_BYTES = 900 * 1024
 MAX_BATCH_BYTES = 5 * 1024 * 1024
@@ -113,6 +116,7 @@ class Lane:
         self._closed = False
         self._warned_closed = False
         self._threads: list[threading.Thread] = []
+        self.uploaders: list[Uploader] = []
         self._init_state()
 
     def _init_state(self) -> None:
@@ -172,7 +176,13 @@ class Lane:
         self._spawn()
 
     def _spawn(self) -> None:
+        # Imported here, on the starting thread, not by the senders: a fork that lands while
+        # a sender is mid-import would leave the child's import lock held forever.
+        # (Not at module import either: http.client and ssl cost ``import posthog`` 15 ms.)
+        import posthog.transport.connection  # noqa: F401
+
         self._threads = []
+        self.uploaders = []
         for i in range(self.thread_count):
             # One batch waits encoded while the previous one is on the wire.
             outbox: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
@@ -285,12 +295,17 @@ class Lane:
 
     def _send_loop(self, outbox: queue.Queue[Batch | None]) -> None:
         """Sending stage: upload batches while the next one is being encoded."""
+        from posthog.transport.connection import Uploader
+
+        uploader = Uploader()
+        self.uploaders.append(uploader)
         while True:
             batch = outbox.get()
             if batch is None:
+                uploader.close()
                 return
             try:
-                self._upload(*batch)
+                self._upload(*batch, uploader)
             except Exception:
                 logger.exception("consumer failed while sending a batch")
             finally:
@@ -378,14 +393,16 @@ class Lane:
             self._oversize.end()
         return batches
 
-    def _upload(self, parts: list[str], messages: list[Message]) -> None:
+    def _upload(self, parts: list[str], messages: list[Message], uploader: Uploader) -> None:
         last: Exception | None = None
         for attempt in range(self.max_retries + 1):
             if attempt and self._abort.is_set():
                 break
             try:
-                body = build_body(self.api_key, parts, self.historical_migration)
-                http.post_body(self.url, body, gzip=self.gzip, timeout=self.timeout)
+                body, headers = http.prepare_body(
+                    build_body(self.api_key, parts, self.historical_migration), self.gzip
+                )
+                http.raise_for_status(uploader.post(self.url, body, headers, self.timeout))
                 if logger.isEnabledFor(logging.DEBUG):
                     logger.debug("uploaded %d events to %s", len(messages), self.url)
                 return
