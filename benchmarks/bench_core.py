@@ -178,6 +178,55 @@ def bench_delivery() -> None:
           f"dev server process {server_cpu / n * 1e6:.1f} µs")
 
 
+SINK = """
+import socket, sys, threading
+def handle(conn):
+    reader = conn.makefile("rb")
+    while True:
+        if not reader.readline():
+            return
+        length = 0
+        while True:
+            line = reader.readline()
+            if line in (b"\\r\\n", b""):
+                break
+            if line.lower().startswith(b"content-length"):
+                length = int(line.split(b":")[1])
+        reader.read(length)
+        conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 12\\r\\n\\r\\n{\\"status\\":1}")
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    conn, _ = server.accept()
+    threading.Thread(target=handle, args=(conn,), daemon=True).start()
+"""
+
+
+def bench_sink() -> None:
+    """The client's own delivery capacity: a sink that answers 200 without parsing."""
+    import posthog
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", SINK, str(port)])
+    try:
+        time.sleep(0.5)
+        n = 100_000
+        client = posthog.Client("phc_bench", host=f"http://127.0.0.1:{port}", max_queue_size=n)
+        own_cpu0 = process_cpu(os.getpid())
+        start = time.perf_counter()
+        refused = sum(1 for i in range(n) if client.capture(
+            "delivery", distinct_id=f"user-{i % 100}", properties=PROPS) is None)
+        client.flush(timeout_seconds=300)
+        elapsed = time.perf_counter() - start
+        own_cpu = process_cpu(os.getpid()) - own_cpu0
+        client.shutdown()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    print(f"delivery of {n} events to a do-nothing loopback sink (client capacity): "
+          f"{n / elapsed:,.0f} events/s, client CPU {own_cpu / n * 1e6:.1f} µs per event, "
+          f"refused {refused}")
+
+
 def bench_server_down() -> None:
     code = """
         import posthog, threading
@@ -209,6 +258,7 @@ SECTIONS: dict[str, Callable[[], None]] = {
     "rss": bench_rss,
     "capture": bench_capture,
     "delivery": bench_delivery,
+    "sink": bench_sink,
     "down": bench_server_down,
 }
 
