@@ -7,14 +7,31 @@ import pytest
 
 import posthog
 from posthog import Client
-from tests.support.http_server import ScriptedServer
+from tests.support.http_server import Reply, ScriptedServer
 
 
-@pytest.fixture
-def server() -> Iterator[ScriptedServer]:
+@pytest.fixture(scope="module")
+def _shared_server() -> Iterator[ScriptedServer]:
     srv = ScriptedServer()
     yield srv
     srv.close()
+
+
+@pytest.fixture
+def server(_shared_server: ScriptedServer) -> ScriptedServer:
+    """A loopback server shared by a test module, emptied for every test."""
+    _shared_server.script.clear()
+    _shared_server.requests.clear()
+    _shared_server.default = Reply()
+    return _shared_server
+
+
+@pytest.fixture
+def module_client(server: ScriptedServer) -> Client:
+    """The global client, configured to send to the test server."""
+    posthog.api_key = "phc_module"
+    posthog.host = server.url
+    return posthog.setup()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -22,26 +22,6 @@ MakeClient = Callable[..., Client]
 UTC = timezone.utc
 MESSAGE_KEYS = {"event", "distinct_id", "properties", "timestamp", "uuid"}
 SDK_PROPS = {"$lib", "$lib_version", "$geoip_disable", "$is_server"}
-
-
-@pytest.fixture(scope="module")
-def _shared_server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def server(_shared_server: ScriptedServer) -> ScriptedServer:
-    """One loopback server per module (closing one costs ~0.5 s), reset for every test.
-
-    ``make_client`` shuts its clients down before this fixture is torn down, so no
-    request from one test can arrive during the next.
-    """
-    _shared_server.script.clear()
-    _shared_server.requests.clear()
-    _shared_server.default = Reply()
-    return _shared_server
 
 
 @pytest.fixture(autouse=True)

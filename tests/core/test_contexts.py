@@ -20,33 +20,9 @@ import posthog
 from posthog import Client
 from posthog.contexts import Scope, current_scope, run_in_context
 from posthog.events import system_properties
-from tests.support.http_server import Reply, ScriptedServer
+from tests.support.http_server import ScriptedServer
 
 MakeClient = Callable[..., Client]
-
-
-@pytest.fixture(scope="module")
-def _shared_server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def server(_shared_server: ScriptedServer) -> ScriptedServer:
-    """One loopback server for the module (closing one is slow), emptied for every test."""
-    _shared_server.script.clear()
-    _shared_server.requests.clear()
-    _shared_server.default = Reply()
-    return _shared_server
-
-
-@pytest.fixture
-def module_client(server: ScriptedServer) -> Client:
-    """The global client, configured to send to the test server."""
-    posthog.api_key = "phc_module"
-    posthog.host = server.url
-    return posthog.setup()
 
 
 def sent(client: Client, server: ScriptedServer) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ import pytest
 
 import posthog
 from posthog import Client
-from tests.support.http_server import Reply, ScriptedServer
+from tests.support.http_server import ScriptedServer
 
 MakeClient = Callable[..., Client]
 Loader = Callable[..., ModuleType]
@@ -30,29 +30,6 @@ FRAME_KEYS = {
     "platform", "filename", "abs_path", "function", "module", "lineno",
     "pre_context", "context_line", "post_context",
 }
-
-
-@pytest.fixture(scope="module")
-def _shared_server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def server(_shared_server: ScriptedServer) -> ScriptedServer:
-    """One loopback server for the module (closing one is slow), emptied for every test."""
-    _shared_server.script.clear()
-    _shared_server.requests.clear()
-    _shared_server.default = Reply()
-    return _shared_server
-
-
-@pytest.fixture
-def module_client(server: ScriptedServer) -> Client:
-    posthog.api_key = "phc_module"
-    posthog.host = server.url
-    return posthog.setup()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -15,27 +15,11 @@ import pytest
 
 from posthog import Client
 from posthog.autocapture import RateLimiter
-from tests.support.http_server import Reply, ScriptedServer
+from tests.support.http_server import ScriptedServer
 
 MakeClient = Callable[..., Client]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
 UNCAUGHT = {"type": "onuncaughtexception", "handled": False, "exception_id": 0, "synthetic": False}
-
-
-@pytest.fixture(scope="module")
-def _shared_server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def server(_shared_server: ScriptedServer) -> ScriptedServer:
-    """One loopback server for the module (closing one is slow), emptied for every test."""
-    _shared_server.script.clear()
-    _shared_server.requests.clear()
-    _shared_server.default = Reply()
-    return _shared_server
 
 
 class Recorders:

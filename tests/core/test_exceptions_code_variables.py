@@ -7,36 +7,20 @@ import json
 import os
 import string
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import posthog
 from posthog import Client
-from tests.support.http_server import Reply, ScriptedServer
+from tests.support.http_server import ScriptedServer
 
 MakeClient = Callable[..., Client]
 HERE_DIR = os.path.dirname(os.path.abspath(__file__))
 REDACTED = "$$_posthog_redacted_based_on_masking_rules_$$"
 TOO_LONG = "$$_posthog_value_too_long_$$"
 CIRCULAR = "<circular ref>"
-
-
-@pytest.fixture(scope="module")
-def _shared_server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def server(_shared_server: ScriptedServer) -> ScriptedServer:
-    """One loopback server for the module (closing one is slow), emptied for every test."""
-    _shared_server.script.clear()
-    _shared_server.requests.clear()
-    _shared_server.default = Reply()
-    return _shared_server
 
 
 @pytest.fixture

@@ -10,34 +10,18 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from posthog import Client
-from tests.support.http_server import Reply, ScriptedServer
+from tests.support.http_server import ScriptedServer
 
 MakeClient = Callable[..., Client]
 HERE_DIR = os.path.dirname(os.path.abspath(__file__))
 MAX_EVENT_BYTES = 900 * 1024
-
-
-@pytest.fixture(scope="module")
-def _shared_server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def server(_shared_server: ScriptedServer) -> ScriptedServer:
-    """One loopback server for the module (closing one is slow), emptied for every test."""
-    _shared_server.script.clear()
-    _shared_server.requests.clear()
-    _shared_server.default = Reply()
-    return _shared_server
 
 
 def only_event(client: Client, server: ScriptedServer) -> dict[str, Any]:

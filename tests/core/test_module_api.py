@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import posthog
 from posthog import Client, Posthog
-from tests.support.http_server import Reply, ScriptedServer
+from tests.support.http_server import ScriptedServer
 
 SETTING_DEFAULTS: dict[str, Any] = {
     "project_api_key": None,
@@ -54,26 +53,6 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "traces": None,
     "enable_full_ai_capture": False,
 }
-
-
-@pytest.fixture(scope="module")
-def _shared_server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def server(_shared_server: ScriptedServer) -> ScriptedServer:
-    """One loopback server per module (closing one costs ~0.5 s), reset for every test.
-
-    The conftest's autouse fixture shuts the default client down after each test,
-    so nothing from one test reaches the server during the next.
-    """
-    _shared_server.script.clear()
-    _shared_server.requests.clear()
-    _shared_server.default = Reply()
-    return _shared_server
 
 
 @pytest.fixture
