@@ -352,13 +352,14 @@ class Client(ExceptionCaptureMixin, FeatureFlagsMixin):
         if personless:
             logger.debug("%s without a distinct id (none given, none in context); skipped", kind)
             return None
-        values: dict[str, Any] = scope.collect_tags() if scope is not None else {}
+        tags: dict[str, Any] = scope.collect_tags() if scope is not None else {}
+        values = dict(tags)
         if properties:
             values.update(properties)
         if not values:
             return None
         if scope is not None:
-            values["$context_tags"] = list(scope.collect_tags())
+            values["$context_tags"] = list(tags)
             session = scope.lookup("session_id")
             if session is not None:
                 values["$session_id"] = session

@@ -233,13 +233,14 @@ class Handler(BaseHTTPRequestHandler):
                 compression=compression,
                 max_bytes=server.max_body_bytes,
             )
-            document, raws = parse_document(data)
+            suspicious = may_contain_surrogates(data)
+            document, raws = parse_document(data, suspicious=suspicious)
             decoded = data
             rows = build_rows(
                 document,
                 datetime.now(timezone.utc),
                 default_event="$identify" if route == "/engage" else None,
-                check_unicode=may_contain_surrogates(data),
+                check_unicode=suspicious,
                 raws=raws,
             )
             server.store.submit(rows)

@@ -249,9 +249,12 @@ def split_batch(text: str) -> tuple[dict[str, Any], list[str]] | None:
     return envelope, raws
 
 
-def parse_document(data: bytes) -> tuple[Any, list[str] | None]:
-    """The request's JSON, with the raw text of each batch event when the fast path applies."""
-    if data[:1] == b"{" and b'"batch"' in data and not may_contain_surrogates(data):
+def parse_document(data: bytes, *, suspicious: bool) -> tuple[Any, list[str] | None]:
+    """The request's JSON, with the raw text of each batch event when the fast path applies.
+
+    ``suspicious`` is :func:`may_contain_surrogates` of ``data`` (the caller needs it too).
+    """
+    if data[:1] == b"{" and not suspicious and b'"batch"' in data:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:

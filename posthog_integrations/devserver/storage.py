@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_event_idx ON events (event);
 CREATE INDEX IF NOT EXISTS events_distinct_id_idx ON events (distinct_id);
-CREATE INDEX IF NOT EXISTS events_session_id_idx ON events (session_id);
+CREATE INDEX IF NOT EXISTS events_session_id_idx ON events (session_id)
+    WHERE session_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_timestamp_idx ON events (timestamp);
 """
 
