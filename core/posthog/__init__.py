@@ -41,6 +41,7 @@ from posthog.types import (
 from posthog.version import VERSION, __version__
 
 if TYPE_CHECKING:
+    from posthog.async_client import AsyncClient, AsyncPosthog
     from posthog.flag_types import (
         FeatureFlag,
         FeatureFlagEvaluationRuntime,
@@ -59,6 +60,8 @@ if TYPE_CHECKING:
 
 # Flag types load on first use: ``import posthog`` should not pay for dataclasses.
 _LAZY = {
+    "AsyncClient": "posthog.async_client",
+    "AsyncPosthog": "posthog.async_client",
     "FeatureFlag": "posthog.flag_types",
     "FeatureFlagResult": "posthog.flag_types",
     "FeatureFlagEvaluationRuntime": "posthog.flag_types",
@@ -77,6 +80,8 @@ install_prefix_filter()
 __all__ = [
     "ID_TYPES",
     "VERSION",
+    "AsyncClient",
+    "AsyncPosthog",
     "BeforeSendCallback",
     "CaptureCompression",
     "CaptureMode",

@@ -60,6 +60,161 @@ def _release_id() -> str | None:
     return value or None
 
 
+# ---------------------------------------------------------------- event building
+# Shared with the asyncio client (``posthog.async_client``): the wire JSON is the same.
+
+
+def resolve_distinct_id(given: Any, scope: contexts.Scope | None) -> tuple[str, bool]:
+    """The event's distinct id and whether it is personless (spec core §2.2)."""
+    if given is not None:
+        text = str(given)
+        if text:
+            return text, False
+    if scope is not None:
+        found = scope.resolve_distinct_id()
+        if found:
+            return found, False
+    return new_uuid(), True
+
+
+def _add_session(props: dict[str, Any], scope: contexts.Scope | None) -> None:
+    if scope is not None:
+        session = scope.lookup("session_id")
+        if session is not None:
+            props["$session_id"] = session
+
+
+def capture_message(
+    event: str,
+    distinct_id: Any,
+    properties: Mapping[str, Any] | None,
+    groups: Mapping[str, Any] | None,
+    trace_context: bool,
+    flag_properties: Callable[[str], Mapping[str, Any]] | None = None,
+) -> Message:
+    """A ``capture()`` message before stamping: identity, context, system and flag properties.
+
+    ``flag_properties`` is called with the resolved distinct id; its keys never override.
+    """
+    if not isinstance(event, str) or not event:
+        raise TypeError(f"event must be a non-empty string, got {event!r}")
+    if properties is not None and not isinstance(properties, Mapping):
+        raise TypeError(f"properties must be a dict, got {type(properties).__name__}")
+    scope = contexts.current_scope()
+    distinct, personless = resolve_distinct_id(distinct_id, scope)
+    props: dict[str, Any]
+    if scope is not None:
+        tags = scope.collect_tags()
+        props = dict(tags)
+        if properties:
+            props.update(properties)
+        props.update(system_properties())
+        props["$context_tags"] = list(tags)
+        session = scope.lookup("session_id")
+        if session is not None:
+            props.setdefault("$session_id", session)
+    else:
+        props = dict(properties) if properties else {}
+        props.update(system_properties())
+    if flag_properties is not None:
+        for key, value in flag_properties(distinct).items():
+            props.setdefault(key, value)
+    if trace_context:
+        for key, value in trace_properties().items():
+            props.setdefault(key, value)
+    if groups:
+        props.setdefault("$groups", dict(groups))
+    if personless:
+        props.setdefault("$process_person_profile", False)
+    return {"event": event, "distinct_id": distinct, "properties": props}
+
+
+def person_message(kind: str, distinct_id: Any, properties: Any) -> Message | None:
+    """A ``$set``/``$set_once`` message; ``None`` without an identity or anything to set."""
+    if properties is not None and not isinstance(properties, Mapping):
+        raise TypeError(f"properties must be a dict, got {type(properties).__name__}")
+    scope = contexts.current_scope()
+    distinct, personless = resolve_distinct_id(distinct_id, scope)
+    if personless:
+        logger.debug("%s without a distinct id (none given, none in context); skipped", kind)
+        return None
+    tags: dict[str, Any] = scope.collect_tags() if scope is not None else {}
+    values = dict(tags)
+    if properties:
+        values.update(properties)
+    if not values:
+        return None
+    if scope is not None:
+        values["$context_tags"] = list(tags)
+        session = scope.lookup("session_id")
+        if session is not None:
+            values["$session_id"] = session
+    return {"event": kind, "distinct_id": distinct, kind: values, "properties": {}}
+
+
+def group_identify_message(
+    group_type: Any, group_key: Any, properties: Any, distinct_id: Any
+) -> Message | None:
+    """A ``$groupidentify`` message; ``None`` when the group type or key is missing."""
+    gtype = "" if group_type is None else str(group_type)
+    gkey = "" if group_key is None else str(group_key)
+    if not gtype or not gkey:
+        return None
+    if properties is not None and not isinstance(properties, Mapping):
+        raise TypeError(f"properties must be a dict, got {type(properties).__name__}")
+    scope = contexts.current_scope()
+    distinct, _ = resolve_distinct_id(distinct_id, scope)
+    props: dict[str, Any] = {
+        "$group_type": gtype,
+        "$group_key": gkey,
+        "$group_set": dict(properties) if properties else {},
+    }
+    _add_session(props, scope)
+    return {"event": "$groupidentify", "distinct_id": distinct, "properties": props}
+
+
+def alias_message(previous_id: Any, distinct_id: Any) -> Message | str:
+    """A ``$create_alias`` message, or the missing id's name (``previous_id``/``distinct_id``)."""
+    previous = "" if previous_id is None else str(previous_id)
+    if not previous:
+        return "previous_id"
+    scope = contexts.current_scope()
+    target, personless = resolve_distinct_id(distinct_id, scope)
+    if personless:
+        return "distinct_id"
+    props: dict[str, Any] = {"distinct_id": previous, "alias": target}
+    _add_session(props, scope)
+    return {"event": "$create_alias", "distinct_id": previous, "properties": props}
+
+
+def stamp_message(
+    message: Message,
+    timestamp: Any,
+    uuid_text: str,
+    geoip_disable: bool | None,
+    super_properties: Mapping[str, Any] | None,
+    release_id: str | None,
+    is_server: bool,
+    allowlist: frozenset[str] | None = None,
+) -> None:
+    """Timestamp, uuid and the SDK properties every message gets (spec core §2.1, §2.3)."""
+    message["timestamp"] = event_time(timestamp)
+    message["uuid"] = uuid_text
+    props = message["properties"]
+    props["$lib"] = "posthog-python"
+    props["$lib_version"] = VERSION
+    if geoip_disable:
+        props["$geoip_disable"] = True
+    if super_properties:
+        props.update(super_properties)
+    if release_id is not None:
+        props.setdefault("$release_id", release_id)
+    if is_server:
+        props["$is_server"] = True
+    if allowlist is not None:
+        message["properties"] = {k: v for k, v in props.items() if k in allowlist}
+
+
 class Client(ExceptionCaptureMixin, FeatureFlagsMixin):
     """A PostHog client. Create one per process and reuse it; it is thread-safe."""
 
@@ -245,6 +400,10 @@ class Client(ExceptionCaptureMixin, FeatureFlagsMixin):
 
     @debug.setter
     def debug(self, value: bool) -> None:
+        # setup() re-applies this on every module-level call: only touch logging on a change
+        # (setLevel clears the logging module's caches).
+        if getattr(self, "_debug", None) is bool(value):
+            return
         self._debug = bool(value)
         if self._debug:
             logging.basicConfig()
@@ -287,83 +446,37 @@ class Client(ExceptionCaptureMixin, FeatureFlagsMixin):
         """Capture an event; returns its uuid, or ``None`` if it was not accepted."""
         if self.disabled:
             return None
-        if not isinstance(event, str) or not event:
-            raise TypeError(f"event must be a non-empty string, got {event!r}")
-        if properties is not None and not isinstance(properties, Mapping):
-            raise TypeError(f"properties must be a dict, got {type(properties).__name__}")
-        scope = contexts.current_scope()
-        distinct, personless = self._distinct_id(distinct_id, scope)
-        props: dict[str, Any]
-        if scope is not None:
-            tags = scope.collect_tags()
-            props = dict(tags)
-            if properties:
-                props.update(properties)
-            props.update(system_properties())
-            props["$context_tags"] = list(tags)
-            session = scope.lookup("session_id")
-            if session is not None:
-                props.setdefault("$session_id", session)
-        else:
-            props = dict(properties) if properties else {}
-            props.update(system_properties())
+        flag_properties: Callable[[str], Mapping[str, Any]] | None = None
         if flags is not None:
-            if send_feature_flags:
-                logger.warning("capture(): flags= given, send_feature_flags is ignored")
-            for key, value in flags.event_properties().items():
-                props.setdefault(key, value)
-        elif send_feature_flags:
-            warnings.warn(
-                "capture(send_feature_flags=...) is deprecated; pass flags=evaluate_flags(...)",
-                DeprecationWarning,
-                stacklevel=3,
-            )
-            for key, value in self._flag_properties(distinct, send_feature_flags).items():
-                props.setdefault(key, value)
-        if self.capture_trace_context:
-            for key, value in trace_properties().items():
-                props.setdefault(key, value)
-        if groups:
-            props.setdefault("$groups", dict(groups))
-        if personless:
-            props.setdefault("$process_person_profile", False)
-        message = {"event": event, "distinct_id": distinct, "properties": props}
-        return self._enqueue(message, timestamp, uuid, disable_geoip, _allowlist)
 
-    def _distinct_id(self, given: Any, scope: contexts.Scope | None) -> tuple[str, bool]:
-        if given is not None:
-            text = str(given)
-            if text:
-                return text, False
-        if scope is not None:
-            found = scope.resolve_distinct_id()
-            if found:
-                return found, False
-        return new_uuid(), True
+            def flag_properties(distinct: str) -> Mapping[str, Any]:
+                if send_feature_flags:
+                    logger.warning("capture(): flags= given, send_feature_flags is ignored")
+                return flags.event_properties()  # type: ignore[no-any-return]
+
+        elif send_feature_flags:
+
+            def flag_properties(distinct: str) -> Mapping[str, Any]:
+                warnings.warn(
+                    "capture(send_feature_flags=...) is deprecated; pass "
+                    "flags=evaluate_flags(...)",
+                    DeprecationWarning,
+                    stacklevel=5,
+                )
+                return self._flag_properties(distinct, send_feature_flags)
+
+        message = capture_message(
+            event, distinct_id, properties, groups, self.capture_trace_context, flag_properties
+        )
+        return self._enqueue(message, timestamp, uuid, disable_geoip, _allowlist)
 
     def _person_props(self, kind: str, distinct_id: Any, properties: Any,
                       timestamp: Any, uuid: Any, disable_geoip: bool | None) -> str | None:
         if self.disabled:
             return None
-        if properties is not None and not isinstance(properties, Mapping):
-            raise TypeError(f"properties must be a dict, got {type(properties).__name__}")
-        scope = contexts.current_scope()
-        distinct, personless = self._distinct_id(distinct_id, scope)
-        if personless:
-            logger.debug("%s without a distinct id (none given, none in context); skipped", kind)
+        message = person_message(kind, distinct_id, properties)
+        if message is None:
             return None
-        tags: dict[str, Any] = scope.collect_tags() if scope is not None else {}
-        values = dict(tags)
-        if properties:
-            values.update(properties)
-        if not values:
-            return None
-        if scope is not None:
-            values["$context_tags"] = list(tags)
-            session = scope.lookup("session_id")
-            if session is not None:
-                values["$session_id"] = session
-        message = {"event": kind, "distinct_id": distinct, kind: values, "properties": {}}
         return self._enqueue(message, timestamp, uuid, disable_geoip)
 
     @_guarded
@@ -408,22 +521,10 @@ class Client(ExceptionCaptureMixin, FeatureFlagsMixin):
         """Set properties on a group (``$groupidentify``)."""
         if self.disabled:
             return None
-        gtype = "" if group_type is None else str(group_type)
-        gkey = "" if group_key is None else str(group_key)
-        if not gtype or not gkey:
+        message = group_identify_message(group_type, group_key, properties, distinct_id)
+        if message is None:
             logger.warning("group_identify needs a group_type and a group_key; skipped")
             return None
-        if properties is not None and not isinstance(properties, Mapping):
-            raise TypeError(f"properties must be a dict, got {type(properties).__name__}")
-        scope = contexts.current_scope()
-        distinct, _ = self._distinct_id(distinct_id, scope)
-        props: dict[str, Any] = {
-            "$group_type": gtype,
-            "$group_key": gkey,
-            "$group_set": dict(properties) if properties else {},
-        }
-        self._add_session(props, scope)
-        message = {"event": "$groupidentify", "distinct_id": distinct, "properties": props}
         return self._enqueue(message, timestamp, uuid, disable_geoip)
 
     @_guarded
@@ -438,26 +539,15 @@ class Client(ExceptionCaptureMixin, FeatureFlagsMixin):
         """Link ``previous_id`` to ``distinct_id`` (``$create_alias``)."""
         if self.disabled:
             return None
-        previous = "" if previous_id is None else str(previous_id)
-        if not previous:
+        message = alias_message(previous_id, distinct_id)
+        if message == "previous_id":
             logger.warning("alias needs a previous_id; skipped")
             return None
-        scope = contexts.current_scope()
-        target, personless = self._distinct_id(distinct_id, scope)
-        if personless:
+        if message == "distinct_id":
             logger.warning("alias needs a distinct_id (none given, none in context); skipped")
             return None
-        props: dict[str, Any] = {"distinct_id": previous, "alias": target}
-        self._add_session(props, scope)
-        message = {"event": "$create_alias", "distinct_id": previous, "properties": props}
+        assert isinstance(message, dict)
         return self._enqueue(message, timestamp, uuid, disable_geoip)
-
-    @staticmethod
-    def _add_session(props: dict[str, Any], scope: contexts.Scope | None) -> None:
-        if scope is not None:
-            session = scope.lookup("session_id")
-            if session is not None:
-                props["$session_id"] = session
 
     # ------------------------------------------------------------ contexts
 
@@ -491,21 +581,16 @@ class Client(ExceptionCaptureMixin, FeatureFlagsMixin):
     ) -> str | None:
         if self.disabled:
             return None
-        message["timestamp"] = event_time(timestamp)
-        message["uuid"] = normalize_uuid(uuid)
-        props = message["properties"]
-        props["$lib"] = "posthog-python"
-        props["$lib_version"] = VERSION
-        if disable_geoip if disable_geoip is not None else self.disable_geoip:
-            props["$geoip_disable"] = True
-        if self.super_properties:
-            props.update(self.super_properties)
-        if self.release_id is not None:
-            props.setdefault("$release_id", self.release_id)
-        if self.is_server:
-            props["$is_server"] = True
-        if allowlist is not None:
-            message["properties"] = {k: v for k, v in props.items() if k in allowlist}
+        stamp_message(
+            message,
+            timestamp,
+            normalize_uuid(uuid),
+            disable_geoip if disable_geoip is not None else self.disable_geoip,
+            self.super_properties,
+            self.release_id,
+            self.is_server,
+            allowlist,
+        )
 
         cleaned = False
         hook = self._before_send

@@ -50,6 +50,9 @@ class ExceptionCaptureMixin:
     _rate_limiter: RateLimiter | None
 
     capture: Callable[..., str | None]  # provided by Client
+    # The asyncio client sends no automatic ``$trace_id``/``$span_id`` and no override warning.
+    _exception_trace_properties: bool = True
+    _warn_reserved_exception_properties: bool = True
 
     def capture_exception(self, exception: Any, **kwargs: Any) -> str | None:
         """Capture ``exception`` (``None``: the one being handled) as ``$exception``.
@@ -67,7 +70,7 @@ class ExceptionCaptureMixin:
         exception: Any,
         kwargs: dict[str, Any],
         *,
-        level: str = "error",
+        level: str | None = "error",
         source: str | None = None,
         handled: bool = True,
         mechanism: str = "generic",
@@ -91,15 +94,17 @@ class ExceptionCaptureMixin:
             "$exception_list": exceptions.ExceptionList(
                 entries, self.project_root, self.in_app_modules
             ),
-            "$exception_level": level,
         }
+        if level is not None:
+            props["$exception_level"] = level
         if source is not None:
             props["$exception_source"] = source
-        props.update(trace_properties())
+        if self._exception_trace_properties:
+            props.update(trace_properties())
         given = kwargs.pop("properties", None)
         if given:
             reserved = [k for k in given if isinstance(k, str) and k.startswith("$exception_")]
-            if reserved:
+            if reserved and self._warn_reserved_exception_properties:
                 warnings.warn(
                     f"overriding {', '.join(sorted(reserved))} in capture_exception is deprecated",
                     DeprecationWarning,

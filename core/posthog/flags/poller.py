@@ -46,6 +46,30 @@ async def _await(value: Any) -> Any:
     return await value
 
 
+def check_definitions(data: Any) -> dict[str, Any]:
+    """A 200 body of ``/flags/definitions``; raises when quota limited or incomplete (§6.1)."""
+    from posthog.flags.remote import check_quota
+
+    check_quota(data)
+    if not isinstance(data, dict) or not isinstance(data.get("flags"), list):
+        raise ValueError("definitions body has no 'flags' list")
+    for required in ("cohorts", "group_type_mapping"):
+        if not isinstance(data.get(required), dict):
+            raise ValueError(f"definitions body has no '{required}'")
+    return data
+
+
+def cache_payload(data: dict[str, Any]) -> dict[str, Any]:
+    """What ``on_flag_definitions_received`` gets after a successful fetch (§6.12)."""
+    return {
+        "flags": data["flags"],
+        "group_type_mapping": data["group_type_mapping"],
+        "cohorts": data["cohorts"],
+        "minimal_flag_called_events": bool(data.get("minimal_flag_called_events")),
+        "property_matching_version": data.get("property_matching_version", 1),
+    }
+
+
 class DefinitionsLoader:
     """Fetches definitions, installs compiled snapshots, and polls every ``poll_interval``."""
 
@@ -112,48 +136,50 @@ class DefinitionsLoader:
         secret = self._secret_key()
         if not secret:
             return
-        with self._lock:
-            self._sequence += 1
-            seq = self._sequence
-        url = f"{self.host}/flags/definitions?token={quote(self.api_key)}&send_cohorts"
+        seq = self._next_sequence()
         try:
             response = http.get_json(
-                url, bearer=secret, timeout=DEFINITIONS_TIMEOUT, etag=self.etag
+                self.definitions_url(), bearer=secret, timeout=DEFINITIONS_TIMEOUT, etag=self.etag
             )
             if response.status_code == 304:
-                self.etag = response.headers.get("ETag") or self.etag
-                self._auth_failures = 0
+                self._not_modified(response.headers.get("ETag"))
                 return
-            data = response.json()
-            from posthog.flags.remote import check_quota
-
-            check_quota(data)
-            if not isinstance(data, dict) or not isinstance(data.get("flags"), list):
-                raise ValueError("definitions body has no 'flags' list")
-            for required in ("cohorts", "group_type_mapping"):
-                if not isinstance(data.get(required), dict):
-                    raise ValueError(f"definitions body has no '{required}'")
-        except http.QuotaLimitError:
-            logger.error("feature flags quota limited: local definitions kept as they are")
-            return
-        except http.APIError as exc:
-            self._api_error(exc)
-            return
+            data = check_definitions(response.json())
         except Exception as exc:
+            self._fetch_failed(exc)
+            return
+        self._auth_failures = 0
+        if self._install(data, etag=response.headers.get("ETag"), seq=seq) and self.provider:
+            self._provider_call(
+                self.provider, "on_flag_definitions_received", None, cache_payload(data)
+            )
+
+    # Steps of a fetch, shared with the asyncio client's loader (``posthog.async_flags``).
+
+    def definitions_url(self) -> str:
+        return f"{self.host}/flags/definitions?token={quote(self.api_key)}&send_cohorts"
+
+    def _next_sequence(self) -> int:
+        with self._lock:
+            self._sequence += 1
+            return self._sequence
+
+    def _not_modified(self, etag: str | None) -> None:
+        """A 304: keep the definitions; the response's ETag if it sent one, else the old one."""
+        self.etag = etag or self.etag
+        self._auth_failures = 0
+
+    def _fetch_failed(self, exc: Exception) -> None:
+        """A failed fetch (quota, API error or anything else): logged, definitions kept."""
+        if isinstance(exc, http.QuotaLimitError):
+            logger.error("feature flags quota limited: local definitions kept as they are")
+        elif isinstance(exc, http.APIError):
+            self._api_error(exc)
+        else:
             logger.warning(
                 "could not load feature flags (%s); will retry in %s seconds",
                 exc, self.poll_interval,
             )
-            return
-        self._auth_failures = 0
-        if self._install(data, etag=response.headers.get("ETag"), seq=seq) and self.provider:
-            self._provider_call(self.provider, "on_flag_definitions_received", None, {
-                "flags": data["flags"],
-                "group_type_mapping": data["group_type_mapping"],
-                "cohorts": data["cohorts"],
-                "minimal_flag_called_events": bool(data.get("minimal_flag_called_events")),
-                "property_matching_version": data.get("property_matching_version", 1),
-            })
 
     def _api_error(self, exc: http.APIError) -> None:
         status = exc.status
@@ -184,6 +210,11 @@ class DefinitionsLoader:
         except Exception:
             logger.exception("could not compile flag definitions; keeping the previous ones")
             return False
+        return self._install_compiled(compiled, etag=etag, seq=seq)
+
+    def _install_compiled(
+        self, compiled: FlagDefinitions, *, etag: str | None, seq: int | None
+    ) -> bool:
         with self._lock:
             if seq is not None:
                 if seq < self._published:
