@@ -59,11 +59,7 @@ class ExceptionCaptureMixin:
 
         Returns the event uuid, or ``None`` if nothing was captured. Never raises.
         """
-        try:
-            return self._capture_exception(exception, kwargs)
-        except Exception:
-            logger.exception("capture_exception failed")
-            return None
+        return self._capture_exception(exception, kwargs)
 
     def _capture_exception(
         self,
@@ -74,6 +70,22 @@ class ExceptionCaptureMixin:
         source: str | None = None,
         handled: bool = True,
         mechanism: str = "generic",
+    ) -> str | None:
+        """The capture channel the integrations use (level, source, mechanism). Never raises."""
+        try:
+            return self._build_and_capture(exception, kwargs, level, source, handled, mechanism)
+        except Exception:
+            logger.exception("capture_exception failed")
+            return None
+
+    def _build_and_capture(
+        self,
+        exception: Any,
+        kwargs: dict[str, Any],
+        level: str | None,
+        source: str | None,
+        handled: bool,
+        mechanism: str,
     ) -> str | None:
         if self.disabled:
             return None
@@ -108,7 +120,7 @@ class ExceptionCaptureMixin:
                 warnings.warn(
                     f"overriding {', '.join(sorted(reserved))} in capture_exception is deprecated",
                     DeprecationWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
             props.update(given)
         uuid = self.capture("$exception", properties=props, **kwargs)
