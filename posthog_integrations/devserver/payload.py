@@ -186,6 +186,7 @@ _Scanner = Callable[[str, int], tuple[Any, int]]
 _scan: _Scanner = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 # ``_WS`` matches the empty string, so its ``match`` never returns None.
 _ws_match = cast(Callable[[str, int], "re.Match[str]"], _WS.match)
+_WS_CHARS = " \t\n\r"
 _encode_str = json.JSONEncoder(separators=(",", ":")).encode
 
 
@@ -215,23 +216,31 @@ def split_batch(text: str) -> tuple[dict[str, Any], list[str]] | None:
                 return None
             i = ws(text, i + 1).end()
             if key == "batch" and text[i] == "[":
-                raws, items = [], []
+                raws = []
+                items: list[Any] = []
                 i = ws(text, i + 1).end()
                 if text[i] == "]":
                     i += 1
                 else:
-                    while True:
+                    add_item, add_raw = items.append, raws.append
+                    while True:  # the hot loop: SDK bodies are compact, so skip ws() calls
                         start = i
                         value, i = _scan(text, i)
-                        items.append(value)
-                        raws.append(text[start:i])
-                        i = ws(text, i).end()
+                        add_item(value)
+                        add_raw(text[start:i])
                         sep = text[i]
-                        i = ws(text, i + 1).end()
-                        if sep == "]":
-                            break
-                        if sep != ",":
+                        if sep in _WS_CHARS:
+                            i = ws(text, i).end()
+                            sep = text[i]
+                        i += 1
+                        if sep == ",":
+                            if text[i] in _WS_CHARS:
+                                i = ws(text, i).end()
+                            continue
+                        if sep != "]":
                             return None
+                        i = ws(text, i).end()
+                        break
                 envelope[key] = items
             else:
                 envelope[key], i = _scan(text, i)
