@@ -35,6 +35,11 @@ R = TypeVar("R")
 Message = dict[str, Any]
 
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+#: Called with (client, message) for every event a client accepts, after ``before_send`` and
+#: before it is queued or sent. For test tooling (``posthog_integrations.pytest_plugin``);
+#: the message is not cleaned yet and must not be modified.
+observers: list[Callable[[Client, dict[str, Any]], None]] = []
 _ATEXIT_DEADLINE = 1.0
 
 
@@ -600,6 +605,9 @@ class Client(ExceptionCaptureMixin, FeatureFlagsMixin):
                 return None
             message, cleaned = maybe, True
 
+        if observers:
+            for observe in list(observers):
+                observe(self, message)
         if not self.send:
             return str(message["uuid"])
         if self.sync_mode:
