@@ -35,7 +35,8 @@ def test_records_module_api_and_own_clients_synchronously(pytester: pytest.Pytes
             (event,) = posthog_events.exceptions()
             first = event["properties"]["$exception_list"][0]
             assert first["type"] == "ValueError" and first["value"] == "boom"
-            assert first["stacktrace"]["frames"][-1]["function"] == "test_exceptions_are_recorded_rendered"
+            top = first["stacktrace"]["frames"][-1]
+            assert top["function"] == "test_exceptions_are_recorded_rendered"
 
         def test_nothing_leaks_between_tests(posthog_events):
             assert posthog_events.events == []
