@@ -42,7 +42,7 @@ def test_records_module_api_and_own_clients_synchronously(pytester: pytest.Pytes
             assert posthog_events.events == []
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:django")
     result.assert_outcomes(passed=3)
 
 
@@ -69,7 +69,7 @@ def test_fixture_restores_the_default_client(pytester: pytest.Pytester) -> None:
                 posthog.default_client = m.MARK
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:django")
     result.assert_outcomes(passed=2)
 
 
@@ -102,5 +102,5 @@ def test_works_with_the_flask_extension(pytester: pytest.Pytester) -> None:
             assert event["properties"]["$request_path"] == "/buy"
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:django")
     result.assert_outcomes(passed=1)
