@@ -62,6 +62,10 @@ class ScriptedServer:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                if len(raw) < length:
+                    # The client went away mid-request (e.g. a process exiting): not a request.
+                    self.close_connection = True
+                    return
                 body = raw
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(raw)
