@@ -10,7 +10,10 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from posthog_integrations._request import TracingIds
 
 Scope = MutableMapping[str, Any]
 
@@ -29,6 +32,18 @@ _KEYS = {
         "cookie",
     )
 }
+_DISTINCT, _SESSION, _WINDOW, _DEVICE = (
+    "x-posthog-distinct-id",
+    "x-posthog-session-id",
+    "x-posthog-window-id",
+    "x-posthog-device-id",
+)
+_DISTINCT_KEY, _SESSION_KEY, _WINDOW_KEY, _DEVICE_KEY = (
+    _KEYS[_DISTINCT],
+    _KEYS[_SESSION],
+    _KEYS[_WINDOW],
+    _KEYS[_DEVICE],
+)
 _NO_HEADERS: dict[bytes, list[Any]] = {}
 _HOST = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=:\[\]-]{1,255}")
 _HOSTS: dict[str, bool] = {}  # Host header -> safe? (bounded: a client can send any Host)
@@ -36,6 +51,20 @@ _HOSTS_MAX = 256
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 _SCHEMES = frozenset(_DEFAULT_PORTS)
 _MAX_MOUNT_DEPTH = 8
+
+
+# Header names seen to be lower case: the usual names are checked with one set operation.
+_LOWER_NAMES: set[bytes] = set()
+_LOWER_NAMES_MAX = 512
+
+
+def _all_lower(headers: dict[bytes, Any]) -> bool:
+    """Whether every name is lower case (remembered for the next requests)."""
+    if not b"".join(headers).islower():
+        return False
+    if len(_LOWER_NAMES) < _LOWER_NAMES_MAX:  # bounded: clients choose header names
+        _LOWER_NAMES.update(headers)
+    return True
 
 
 def _safe_host(value: str) -> bool:
@@ -108,26 +137,22 @@ def _server_host(server: object, scheme: str) -> str | None:
 
 
 class ASGIAdapter:
-    """``RequestAdapter`` over an ASGI ``http`` or ``websocket`` scope."""
+    """``RequestAdapter`` over an ASGI ``http`` or ``websocket`` scope (``raw``, what hooks
+    receive)."""
 
     __slots__ = (
         "_all",
         "_one",
         "_path",
         "_root",
-        "host",
-        "method",
         "path",
-        "peer_ip",
-        "query_string",
         "raw",
-        "scheme",
-        "scope",
     )
 
+    url_path = None  # $current_url uses the raw path
+
     def __init__(self, scope: Scope) -> None:
-        self.raw: object = scope  # what hooks receive
-        self.scope = scope
+        self.raw = scope
         # Usual case, built in C: a list of unique, lower-case names (ASGI servers send
         # lower case). Duplicates, upper case or malformed items take the careful path.
         headers = scope.get("headers")
@@ -135,45 +160,68 @@ class ASGIAdapter:
         if type(headers) is list or type(headers) is tuple:
             try:
                 one = dict(headers)
-                if len(one) != len(headers) or (one and not b"".join(one).islower()):
+                if len(one) != len(headers) or not (
+                    one.keys() <= _LOWER_NAMES or _all_lower(one)
+                ):
                     one = None
             except Exception:
                 one = None
         self._one = one
-        self._all = _index_carefully(headers or ()) if one is None else _NO_HEADERS
-        http = scope.get("type") == "http"
-        method = scope.get("method") if http else None
-        self.method = method if type(method) is str else None
-        scheme = scope.get("scheme")
-        if scheme not in _SCHEMES:
-            scheme = "http" if http else "ws"
-        self.scheme: str = scheme
+        if one is None:
+            self._all = _index_carefully(headers or ())
+        # The path as the middleware saw it: routers update the scope in place. The rest is
+        # read when the request's tags are built (most requests never need them).
         path = scope.get("path")
         root = scope.get("root_path")
         self._path = path = path if type(path) is str else ""
         self._root = root = root if type(root) is str else ""
         self.path = full_path(path, root) if root else path
+
+    @property
+    def method(self) -> str | None:
+        """``scope["method"]``; ``None`` for a WebSocket."""
+        scope = self.raw
+        method = scope.get("method") if scope.get("type") == "http" else None
+        return method if type(method) is str else None
+
+    @property
+    def scheme(self) -> str:
+        scope = self.raw
+        scheme = scope.get("scheme")
+        if scheme in _SCHEMES:
+            return scheme  # type: ignore[no-any-return]
+        return "http" if scope.get("type") == "http" else "ws"
+
+    @property
+    def host(self) -> str | None:
+        """The ``host`` header if safe, else ``scope["server"]``."""
+        one = self._one
         host = one.get(b"host") if one is not None else None
         if type(host) is bytes and host:
             text = host.decode("latin-1")
-            if text.isalnum() or _safe_host(text):  # a plain name skips the cache lookup
-                self.host: str | None = text
-            else:
-                self.host = self._unsafe_host(text)
-        else:
-            self.host = self._any_host()
-        client = scope.get("client")
-        peer = None
+            if _HOSTS.get(text) or _safe_host(text):  # known good: one dict lookup
+                return text
+            return self._unsafe_host(text)
+        return self._any_host()
+
+    @property
+    def peer_ip(self) -> str | None:
+        """``scope["client"][0]`` (read only when ``$ip`` falls back to the peer)."""
+        client = self.raw.get("client")
         if (type(client) is tuple or type(client) is list) and client:
-            peer = client[0] if type(client[0]) is str else None
-        self.peer_ip: str | None = peer
-        query = scope.get("query_string")
-        self.query_string: str = (_text(query) or "") if query else ""
+            return client[0] if type(client[0]) is str else None
+        return None
+
+    @property
+    def query_string(self) -> str:
+        """``scope["query_string"]`` latin-1 decoded (read only when it is captured)."""
+        query = self.raw.get("query_string")
+        return (_text(query) or "") if query else ""
 
     def _unsafe_host(self, text: str) -> str | None:
         text = text.strip()
         if not text:
-            return _server_host(self.scope.get("server"), self.scheme)
+            return _server_host(self.raw.get("server"), self.scheme)
         return text if _safe_host(text) else None
 
     def _any_host(self) -> str | None:
@@ -182,7 +230,24 @@ class ASGIAdapter:
             value = value.strip()
             if value:
                 return value if _safe_host(value) else None
-        return _server_host(self.scope.get("server"), self.scheme)
+        return _server_host(self.raw.get("server"), self.scheme)
+
+    def tracing_ids(self) -> TracingIds:
+        """The four id headers: one dict lookup each in the usual case."""
+        one = self._one
+        if one is None:
+            return (self.header(_DISTINCT) or None, self.header(_SESSION) or None,
+                    self.header(_WINDOW) or None, self.header(_DEVICE) or None)
+        d = one.get(_DISTINCT_KEY)
+        s = one.get(_SESSION_KEY)
+        w = one.get(_WINDOW_KEY)
+        v = one.get(_DEVICE_KEY)
+        return (
+            None if d is None else d.decode("latin-1") if d.__class__ is bytes else _text(d),
+            None if s is None else s.decode("latin-1") if s.__class__ is bytes else _text(s),
+            None if w is None else w.decode("latin-1") if w.__class__ is bytes else _text(w),
+            None if v is None else v.decode("latin-1") if v.__class__ is bytes else _text(v),
+        )
 
     def header(self, name: str) -> list[str]:
         """Every value of header ``name`` in arrival order, latin-1 decoded."""
@@ -206,23 +271,23 @@ class ASGIAdapter:
         return None
 
     def route(self) -> str | None:
-        scope = self.scope
+        scope = self.raw
         if "route" not in scope and "endpoint" not in scope:
             return None  # not routed yet (the usual answer at scope start)
         try:
             # Inside a mounted sub-app, Starlette keeps the top-level root in app_root_path:
             # templates are rebuilt from there, so the mount prefix is part of them.
-            base = self.scope.get("app_root_path")
+            base = scope.get("app_root_path")
             if type(base) is not str or not self._root.startswith(base):
                 base = self._root
-            return route_template(self.scope, self._path, base)
+            return route_template(scope, self._path, base)
         except Exception:
             return None
 
     def user(self) -> object | None:
         """``scope["user"]`` when an authentication middleware set it and it is authenticated."""
         try:
-            user: object | None = self.scope.get("user")
+            user: object | None = self.raw.get("user")
             if user is not None and getattr(user, "is_authenticated", False) is True:
                 return user
         except Exception:

@@ -18,6 +18,8 @@ from werkzeug.sansio.utils import host_is_trusted
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
+    from posthog_integrations._request import TracingIds
+
 # Header name (lower case, as the request layer asks) -> WSGI environ key.
 _ENVIRON_KEYS: dict[str, str] = {
     name: "HTTP_" + name.upper().replace("-", "_")
@@ -113,27 +115,22 @@ class WSGIAdapter:
         "_cookies",
         "_g",
         "environ",
-        "host",
-        "method",
         "path",
-        "peer_ip",
-        "query_string",
         "raw",
         "request",
-        "scheme",
     )
+
+    url_path = None  # $current_url shows the Unicode path, as Werkzeug's request URL does
 
     def __init__(self, environ: WSGIEnvironment, request: Any = None) -> None:
         self.environ = environ
         self.request = request
-        self.raw: object = request if request is not None else environ
+        self.raw: object = request if request is not None else environ  # what hooks receive
         self._g: Any = None
         self._cookies: Any = None
+        # The path now (a WSGI middleware may rewrite the environ later); the rest is read
+        # when the request's tags are built, which most requests never need.
         get = environ.get
-        method = get("REQUEST_METHOD")
-        self.method: str | None = method.upper() if method.__class__ is str and method else None
-        scheme = get("wsgi.url_scheme")
-        scheme = self.scheme = scheme if scheme.__class__ is str and scheme else "http"
         script = get("SCRIPT_NAME", "")
         path = get("PATH_INFO", "")
         if script.__class__ is not str or path.__class__ is not str:
@@ -143,17 +140,50 @@ class WSGIAdapter:
         elif path[:1] != "/":
             path = "/" + path
         self.path: str = path if path.isascii() else _unicode(path)
-        query = get("QUERY_STRING", "")
+
+    @property
+    def method(self) -> str | None:
+        method = self.environ.get("REQUEST_METHOD")
+        return method.upper() if method.__class__ is str and method else None
+
+    @property
+    def scheme(self) -> str:
+        scheme = self.environ.get("wsgi.url_scheme")
+        return scheme if scheme.__class__ is str and scheme else "http"
+
+    @property
+    def query_string(self) -> str:
+        query = self.environ.get("QUERY_STRING", "")
         if query.__class__ is not str:
             query = _text(query) or ""
-        self.query_string: str = query if query.isascii() else _unicode(query)
-        peer = get("REMOTE_ADDR")
-        self.peer_ip: str | None = peer if peer.__class__ is str else _text(peer)
-        host = _host(environ, scheme)
+        return query if query.isascii() else _unicode(query)
+
+    @property
+    def peer_ip(self) -> str | None:
+        peer = self.environ.get("REMOTE_ADDR")
+        return peer if peer.__class__ is str else _text(peer)
+
+    @property
+    def host(self) -> str | None:
+        """The checked host; ``None`` when Flask would refuse it (``TRUSTED_HOSTS``)."""
+        environ = self.environ
+        scheme = environ.get("wsgi.url_scheme")
+        host = _host(environ, scheme if scheme.__class__ is str and scheme else "http")
+        request = self.request
         trusted = getattr(request, "trusted_hosts", None) if request is not None else None
         if trusted and host is not None and not host_is_trusted(host, trusted):
-            host = None  # Flask answers 400 (TRUSTED_HOSTS); no URL with that host
-        self.host: str | None = host
+            return None  # Flask answers 400; no URL with that host
+        return host
+
+    def tracing_ids(self) -> TracingIds:
+        """The four id headers (a WSGI server joins repeated lines with ``,``)."""
+        get = self.environ.get
+        return (
+            get("HTTP_X_POSTHOG_DISTINCT_ID"),
+            get("HTTP_X_POSTHOG_SESSION_ID"),
+            get("HTTP_X_POSTHOG_WINDOW_ID"),
+            get("HTTP_X_POSTHOG_DEVICE_ID"),
+        )
 
     def header(self, name: str) -> list[str]:
         """The header's value as one item: a WSGI server joins repeated lines with ``,``."""

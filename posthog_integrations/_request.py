@@ -8,8 +8,8 @@ and identity, exception capture policy and the scope's lifecycle. No framework i
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+import sys
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 import posthog
@@ -17,25 +17,28 @@ from posthog import contexts
 from posthog._log import logger
 from posthog_integrations._request_options import Compiled, Options
 from posthog_integrations._request_scope import (
+    EMAIL,
     FAILED,
+    IDENTITY,
+    TAGS,
     CoreScope,
-    Late,
     call,
+    clean_id,
     code_variables_of,
+    cookie_ids,
+    email_of,
+    loaded_user,
     not_awaited,
     report,
+    start_failed,
+    user_id_of,
     warn_once,
 )
 from posthog_integrations._request_values import (
-    DEVICE_ID_HEADER,
-    DISTINCT_ID_HEADER,
     POSTHOG_TRACING_HEADERS,
-    SESSION_ID_HEADER,
-    WINDOW_ID_HEADER,
     client_ip,
     consent_cookie_name,
     cookie_name,
-    current_url,
     first_id,
     parse_posthog_cookie,
     sanitize_id,
@@ -47,6 +50,8 @@ __all__ = [
     "Options",
     "RequestAdapter",
     "RequestScope",
+    "TracingIds",
+    "capture_handled",
     "client_ip",
     "consent_cookie_name",
     "cookie_name",
@@ -55,27 +60,84 @@ __all__ = [
     "run_in_scope",
     "sanitize_id",
     "sanitize_text",
+    "send_exception",
     "should_capture",
 ]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_current_request: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
-    "posthog_request_scope", default=None
+# One header's raw value(s): ``None`` when absent, a str, or every value of a repeated header.
+IdValue = str | list[str] | None
+# Distinct, session, window and device id headers, in that order.
+TracingIds = tuple[IdValue, IdValue, IdValue, IdValue]
+
+# No variable of its own holds the current request: it is found through the current core
+# scope (a request's ``CoreScope`` refers to its ``RequestScope`` until it finishes), and
+# each ``RequestScope`` keeps the core scope it replaced (``_outer``), linking the requests
+# that enclose it.
+
+# Frameworks that decided, in an enclosing call of this request, not to track it.
+_declined: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "posthog_request_declined", default=()
 )
 
 
-class RequestAdapter(Protocol):
-    """What a framework tells the request layer about one request; cheap and never raising."""
+def _running_loop() -> object | None:
+    """The event loop running in this thread (never one if asyncio was not imported)."""
+    events = sys.modules.get("asyncio.events")
+    return None if events is None else events._get_running_loop()
 
-    method: str | None  # upper-case; None for WebSocket
-    scheme: str  # http / https / ws / wss
-    host: str | None  # host[:port], None when unsafe or unknown
-    path: str  # full path incl. mount prefix, no query
-    query_string: str  # raw query (read only when capture_query_string is on)
-    peer_ip: str | None  # socket peer address
-    raw: object  # the framework request (ASGI: the scope), handed to hooks
+
+class RequestAdapter(Protocol):
+    """What a framework tells the request layer about one request; cheap and never raising.
+
+    Data members are read-only: an adapter may implement them as plain attributes (of a
+    narrower type, e.g. ``raw: HttpRequest``) or as properties.
+    """
+
+    @property
+    def method(self) -> str | None:
+        """Upper-case method; ``None`` for a WebSocket."""
+
+    @property
+    def scheme(self) -> str:
+        """``http`` / ``https`` / ``ws`` / ``wss``."""
+
+    @property
+    def host(self) -> str | None:
+        """``host[:port]``; ``None`` when unsafe or unknown."""
+
+    @property
+    def path(self) -> str:
+        """The full path the client asked for (mount prefix included), no query."""
+
+    @property
+    def url_path(self) -> str | None:
+        """The path as the framework writes it in a URL (``$current_url``); ``None`` = ``path``.
+
+        Django percent-encodes a non-ASCII path there, as ``build_absolute_uri`` does.
+        """
+
+    @property
+    def query_string(self) -> str:
+        """The raw query (read only when ``capture_query_string`` is on)."""
+
+    @property
+    def peer_ip(self) -> str | None:
+        """The socket peer address."""
+
+    @property
+    def raw(self) -> object:
+        """The framework request (ASGI: the scope), handed to hooks."""
+
+    def tracing_ids(self) -> TracingIds:
+        """The raw distinct, session, window and device id header values, in one call.
+
+        Each is ``None`` when the header is absent, its value (a str), or the list of its
+        values when it was sent more than once. The layer sanitizes them (§1.3).
+        """
+        ...
 
     def header(self, name: str) -> list[str]:
         """All values of header ``name`` (lower-case given; match case-insensitively)."""
@@ -110,13 +172,15 @@ def should_capture(
     handled: bool,
     never: tuple[type[BaseException], ...] = (),
     client: object = None,
+    status_codes: Collection[int] | None = None,
 ) -> bool:
     """Capture policy of spec §1.8 for one exception.
 
     Never for non-``Exception``\\ s, ``never`` (the framework's 4xx / disconnect types) or
     ``options.ignored_exceptions``; never when ``capture_exceptions`` resolves false (``None``
     inherits ``client``'s ``enable_exception_autocapture``); handled exceptions only with a
-    status in ``capture_status_codes``; unhandled ones always.
+    status in ``capture_status_codes`` (or in ``status_codes`` when given); unhandled ones
+    always.
     """
     if not isinstance(exc, Exception):
         return False
@@ -128,13 +192,55 @@ def should_capture(
     if not options.resolve_capture_exceptions(client):
         return False
     if handled:
-        return status is not None and status in compiled.status_codes
+        codes = compiled.status_codes if status_codes is None else status_codes
+        return status is not None and status in codes
     return True
 
 
 def run_in_scope(fn: Callable[P, R]) -> Callable[P, R]:
     """``fn`` wrapped to run in a copy of the current context (for threads and executors)."""
     return contexts.run_in_context(fn)
+
+
+def capture_handled(
+    exc: BaseException, *, source: str, status: int | None = None
+) -> str | None:
+    """Capture ``exc`` explicitly (``handled: true``, no policy) in the current request scope.
+
+    What the frameworks' ``capture_handled`` helpers call: inside a request the request's
+    scope and client are used (``status`` defaults to the started response's); outside one
+    the default client. The event uuid, or ``None``. Never raises.
+    """
+    try:
+        rs = RequestScope.current()
+        if rs is not None:
+            return rs.capture(exc, source=source, handled=True, status=status, policy=False)
+        return send_exception(posthog.setup(), exc, source=source, handled=True, status=status)
+    except Exception:
+        logger.exception("capture_handled failed")
+        return None
+
+
+def send_exception(client: Any, exc: BaseException, *, source: str, handled: bool,
+                   status: int | None) -> str | None:
+    """One ``$exception`` to ``client`` with the integration's metadata (source, mechanism
+    ``middleware``, ``handled``, ``$response_status_code``), outside any policy; through the
+    client's internal channel, else its public ``capture_exception``. May raise."""
+    props: dict[str, Any] = {}
+    if status is not None:
+        props["$response_status_code"] = status
+    internal = getattr(client, "_capture_exception", None)
+    if internal is not None:
+        return internal(  # type: ignore[no-any-return]
+            exc,
+            {"properties": props},
+            level="error",
+            source=source,
+            handled=handled,
+            mechanism="middleware",
+        )
+    props["$exception_source"] = source
+    return client.capture_exception(exc, properties=props)  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------- helpers
@@ -144,22 +250,48 @@ def _default_client() -> Any:
     return posthog.default_client or posthog.setup()
 
 
+class _Untracked:
+    """``RequestScope.untracked(framework)``: nested starts of ``framework`` pass through."""
+
+    __slots__ = ("_framework", "_token")
+
+    def __init__(self, framework: str) -> None:
+        self._framework = framework
+        self._token: contextvars.Token[tuple[str, ...]] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _declined.set((*_declined.get(), self._framework))
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            try:  # noqa: SIM105 - cheaper than contextlib.suppress, per request
+                _declined.reset(token)
+            except ValueError:  # made in another Context: nothing of ours is current here
+                pass
+
+
 # ---------------------------------------------------------------- the request scope
 
 
-class RequestScope(Late):
+class RequestScope:
     """One tracked request: owns the core scope, the effective client and the response status.
 
-    Create with :meth:`start` / :meth:`astart`; leave with :meth:`exit` (idempotent).
+    Lifecycle: :meth:`start` / :meth:`astart` open the scope and enter it on the calling
+    thread or task. :meth:`suspend` leaves the thread when the framework's call returns but
+    the response body is still to be produced (the scope keeps resolving the late route and
+    identity; :meth:`activated` re-enters it around each chunk). :meth:`finish` ends the
+    request when the response is closed. :meth:`exit` does both, for a response complete
+    when the call returns. All three are idempotent and safe from another thread or task.
     """
 
     __slots__ = (
+        "_compiled",
         "_core_token",
         "_default",
-        "_exited",
+        "_entered",
+        "_finished",
         "_outer",
-        "_prev",
-        "_token",
         "client",
         "framework",
         "raw",
@@ -172,38 +304,61 @@ class RequestScope(Late):
     status: int | None
     framework: str
     raw: object
+    _compiled: Compiled
     _default: bool
-    _exited: bool
+    _entered: bool
+    _finished: bool
     _core_token: contextvars.Token[contexts.Scope | None] | None
     _outer: contexts.Scope | None
-    _token: contextvars.Token[RequestScope | None] | None
-    _prev: RequestScope | None
 
-    # ------------------------------------------------------------ opening
+    # ------------------------------------------------------------ the current request
 
     @classmethod
     def current(cls) -> RequestScope | None:
-        """The request scope active in this context (for signals raised during the request)."""
-        found = _current_request.get()
-        return None if found is None or found._exited else found
+        """The request whose scope is current in this context (also inside :meth:`activated`
+        and in scopes nested in it), unless it is finished."""
+        scope = contexts.current_scope()
+        while scope is not None:
+            if isinstance(scope, CoreScope):
+                return scope._rs
+            scope = scope.parent
+        return None
 
     @classmethod
-    def _gate(cls, adapter: RequestAdapter, options: Options, framework: str) -> Compiled | None:
-        """Compiled options; ``None`` for a nested start in the same request or an excluded path."""
-        prev = _current_request.get()
-        if (
-            prev is not None
-            and not prev._exited
-            and prev.framework == framework
-            and prev.raw is adapter.raw
-        ):
-            return None
-        compiled = options.compiled()
-        if (compiled.exclude_prefixes or compiled.exclude_patterns) and compiled.excluded(
-            adapter.path
-        ):
-            return None
-        return compiled
+    def untracked(cls, framework: str) -> _Untracked:
+        """Context manager for a request ``framework`` decided not to track (filtered, or
+        already tracked by an outer instance): nested instances of ``framework`` in the same
+        call then pass through without deciding again."""
+        return _Untracked(framework)
+
+    @staticmethod
+    def _nested(adapter: RequestAdapter, framework: str) -> bool:
+        """Whether an enclosing call of this request already handles it for ``framework``.
+
+        That is: a scope of ``framework`` entered in this context (not suspended, not
+        finished) for the same request object, or for any request while an event loop runs
+        here (ASGI: middleware that copies the scope dict hands the inner instance a new
+        object for the same request; every ASGI request has its own task, so a scope left
+        entered in a previous request cannot be seen); or ``framework`` declined the request
+        in an enclosing call (:meth:`untracked`). A scope left entered on a reused worker
+        thread, for another request object, never makes a new request pass through.
+        """
+        scope = contexts._current.get()
+        while scope is not None:
+            if not isinstance(scope, CoreScope):
+                scope = scope.parent
+                continue
+            rs = scope._rs
+            if rs is None or not rs._entered:  # finished, or only re-activated for a chunk
+                break
+            if rs.framework == framework and (
+                rs.raw is adapter.raw or _running_loop() is not None
+            ):
+                return True
+            scope = rs._outer
+        return framework in _declined.get()
+
+    # ------------------------------------------------------------ opening
 
     @classmethod
     def start(
@@ -212,26 +367,35 @@ class RequestScope(Late):
         """Open and enter the scope of one request; ``None`` = don't track (or already tracked).
 
         ``request_filter`` and ``exclude_paths`` are evaluated here, once. A hook returning
-        a coroutine is closed unawaited (use :meth:`astart` in async code).
+        a coroutine is closed unawaited (use :meth:`astart` in async code). Never raises: a
+        failure is logged once per options and reported to the client's ``on_error``, and
+        the request runs untracked.
         """
         try:
-            compiled = cls._gate(adapter, options, framework)
-            if compiled is None:
+            outer = contexts._current.get()
+            if (outer is not None or _declined.get()) and cls._nested(adapter, framework):
+                return None
+            compiled = options._compiled_form or options.compiled()
+            if not compiled.gated:  # no exclusions, no filter, no extra_properties
+                return cls._open(adapter, compiled, framework, None, outer)
+            if (compiled.exclude_prefixes or compiled.exclude_patterns) and compiled.excluded(
+                adapter.path
+            ):
                 return None
             if compiled.request_filter is not None:
                 keep = call(compiled, "request_filter", compiled.request_filter, compiled.client,
-                             adapter.raw)
+                            adapter.raw)
                 keep = not_awaited(compiled, "request_filter", keep)
                 if keep is not FAILED and not keep:
                     return None
             extra = None
             if compiled.extra_properties is not None:
                 extra = call(compiled, "extra_properties", compiled.extra_properties,
-                              compiled.client, adapter.raw)
+                             compiled.client, adapter.raw)
                 extra = not_awaited(compiled, "extra_properties", extra)
-            return cls._open(adapter, compiled, framework, extra)
-        except Exception:
-            logger.exception("could not open the PostHog request scope; request not tracked")
+            return cls._open(adapter, compiled, framework, extra, contexts._current.get())
+        except Exception as exc:
+            start_failed(options, exc)
             return None
 
     @classmethod
@@ -240,8 +404,14 @@ class RequestScope(Late):
     ) -> RequestScope | None:
         """:meth:`start` for async code: awaits async ``request_filter`` / ``extra_properties``."""
         try:
-            compiled = cls._gate(adapter, options, framework)
-            if compiled is None:
+            if (contexts._current.get() is not None or _declined.get()) and cls._nested(
+                adapter, framework
+            ):
+                return None
+            compiled = options._compiled_form or options.compiled()
+            if (compiled.exclude_prefixes or compiled.exclude_patterns) and compiled.excluded(
+                adapter.path
+            ):
                 return None
             if compiled.request_filter is not None:
                 keep = await cls._acall(compiled, "request_filter", compiled.request_filter,
@@ -252,9 +422,9 @@ class RequestScope(Late):
             if compiled.extra_properties is not None:
                 extra = await cls._acall(compiled, "extra_properties", compiled.extra_properties,
                                          adapter.raw)
-            return cls._open(adapter, compiled, framework, extra)
-        except Exception:
-            logger.exception("could not open the PostHog request scope; request not tracked")
+            return cls._open(adapter, compiled, framework, extra, contexts._current.get())
+        except Exception as exc:
+            start_failed(options, exc)
             return None
 
     @staticmethod
@@ -270,85 +440,103 @@ class RequestScope(Late):
 
     @classmethod
     def _open(
-        cls, adapter: RequestAdapter, compiled: Compiled, framework: str, extra: Any
+        cls,
+        adapter: RequestAdapter,
+        compiled: Compiled,
+        framework: str,
+        extra: Any,
+        outer: contexts.Scope | None,
     ) -> RequestScope:
+        """Ids (§1.2-1.4) and the late resolver, then enter the core scope (``outer``: the
+        scope current now, which leaving the request restores).
+
+        The default tags are built by the core scope when they are first read (the first
+        event or capture of the request): a request that sends nothing does not pay for
+        them. The ids are settled here: the core reads the session and device ids directly.
+        """
         self = cls.__new__(cls)
-        self._init_late(adapter, compiled)
+        self._compiled = compiled
         self.framework = framework
         self.raw = adapter.raw
         self.status = None
-        self._exited = False
-        self._resolve_client(adapter, compiled)
-        core = self.scope = CoreScope(None if self._default else self.client, self)
-        outer = contexts.current_scope()
-        if outer is not None:
-            core.code_variables = code_variables_of(outer)
+        self._finished = False
+        client = compiled.client
+        if client is None:
+            client = self._resolve_client(adapter, compiled)
+        else:
+            self._default = False
+        self.client = client
 
         # ids: headers, else the posthog-js cookie (never both)
-        distinct = session = window = None
+        distinct = session = None
+        window: IdValue = None  # sanitized with the other tags, when they are built
+        device: IdValue = None
         if compiled.headers:
-            distinct = first_id(adapter.header(DISTINCT_ID_HEADER))
-            session = first_id(adapter.header(SESSION_ID_HEADER))
-            window = first_id(adapter.header(WINDOW_ID_HEADER))
-            device = first_id(adapter.header(DEVICE_ID_HEADER))
-            if device is not None:
-                core.device_id = device
+            raw_distinct, raw_session, window, device = adapter.tracing_ids()
+            if raw_distinct is not None:
+                distinct = (sanitize_id(raw_distinct) if raw_distinct.__class__ is str
+                            else clean_id(raw_distinct))
+            if raw_session is not None:
+                session = (sanitize_id(raw_session) if raw_session.__class__ is str
+                           else clean_id(raw_session))
         if compiled.cookie is not None and distinct is None and session is None:
-            distinct, session = self._cookie_ids(adapter, compiled)
-        if session is not None:
-            core.session_id = session
+            distinct, session = cookie_ids(adapter, compiled, client)
 
         # the authenticated user, only when it can matter
-        need_id = distinct is None or compiled.prefer_user
-        user = self._user() if need_id or compiled.capture_user_email else None
-        if need_id:
-            user_id = self._user_id(user, at_start=True)
-            if compiled.prefer_user:
-                chosen, fallback = user_id, distinct
-            else:
-                chosen, fallback = distinct or user_id, None
-            if chosen is not None:
-                core.set_distinct(chosen)
-            elif user is None:
-                self._fallback = fallback
-                self._identity_pending = True
-            elif fallback is not None:
-                core.set_distinct(fallback)
-        else:
-            assert distinct is not None
-            core.set_distinct(distinct)
+        chosen = distinct
+        fallback = email = None
+        pending = 0
+        if distinct is None or compiled.user_at_start:
+            user = loaded_user(adapter, compiled, client)
+            if distinct is None or compiled.prefer_user:
+                user_id = user_id_of(adapter, compiled, client, user, at_start=True)
+                if compiled.prefer_user:
+                    chosen, fallback = user_id, distinct
+                else:
+                    chosen = distinct or user_id
+                if chosen is None:
+                    if user is None:
+                        pending = IDENTITY  # a user loaded later names the request
+                    else:
+                        chosen = fallback
+            if compiled.capture_user_email:
+                if user is not None:
+                    email = email_of(adapter, compiled, client, user)
+                else:
+                    pending |= EMAIL
 
-        tags = self._default_tags(adapter, compiled, window)
-        if compiled.capture_user_email:
-            email = self._email(user) if user is not None else None
-            if email is not None:
-                tags["email"] = email
-            elif user is None:
-                self._email_pending = True
-        if extra is not None and extra is not FAILED:
-            if isinstance(extra, Mapping):
-                try:
-                    tags.update(extra)
-                except Exception as exc:
-                    report(compiled, "extra_properties", exc, self.client)
-            else:
-                warn_once(compiled, "extra_properties",
-                      "extra_properties returned %s, not a mapping; ignored",
-                      type(extra).__name__)
-        core.set_tags(self._finish_tags(tags))
-        self._enrich_span(distinct_id=core.raw_distinct(), session_id=session)
+        core = self.scope = CoreScope(
+            None if self._default else client, self, adapter, compiled, chosen, pending,
+            (window, email, extra)
+            if window is not None or email is not None or extra is not None else None,
+        )
+        if pending & IDENTITY:
+            core._fallback = fallback
+        if session is not None:
+            core.session_id = session
+        if device is not None:
+            core.device_id = sanitize_id(device) if device.__class__ is str else clean_id(device)
+
+        if outer is not None:
+            enclosing = contexts.current_scope()  # None for a scope inherited across fork()
+            if enclosing is not None:
+                core.code_variables = code_variables_of(enclosing)
+        if sys.modules.get("opentelemetry.trace") is None:
+            core._span = False
+        else:
+            core._span = None
+            core._enrich_span(distinct_id=chosen, session_id=session)
 
         # Entered by hand (a with-block cannot span the framework's call chain); the same
-        # set/reset as ``Scope.activated()`` without a generator per request.
-        self._outer = contexts._current.get()
+        # set/reset as ``Scope.activated()``.
+        self._outer = outer
         self._core_token = contexts._current.set(core)
-        self._prev = _current_request.get()
-        self._token = _current_request.set(self)
+        self._entered = True
         return self
 
-    def _resolve_client(self, adapter: RequestAdapter, compiled: Compiled) -> None:
-        client = compiled.client
-        if client is None and compiled.client_factory is not None:
+    def _resolve_client(self, adapter: RequestAdapter, compiled: Compiled) -> Any:
+        client = None
+        if compiled.client_factory is not None:
             found = call(compiled, "client", compiled.client_factory, None, adapter.raw)
             if found is not FAILED and found is not None:
                 if hasattr(found, "capture") and hasattr(found, "api_key"):
@@ -358,55 +546,9 @@ class RequestScope(Late):
                               "client callable returned %s, not a client",
                               type(found).__name__)
         self._default = client is None
-        self.client = _default_client() if client is None else client
+        return _default_client() if client is None else client
 
-    def _default_tags(
-        self, adapter: RequestAdapter, compiled: Compiled, window: str | None
-    ) -> dict[str, Any]:
-        tags: dict[str, Any] = {}
-        path = adapter.path
-        host = adapter.host
-        if host:
-            query = adapter.query_string if compiled.capture_query_string else None
-            tags["$current_url"] = current_url(adapter.scheme, host, path, query)
-        method = adapter.method
-        if method:
-            tags["$request_method"] = method
-        tags["$request_path"] = path
-        if compiled.capture_route:
-            route = self._route()
-            if route:
-                tags["$request_route"] = route
-            else:
-                self._route_pending = True
-        if compiled.capture_ip:
-            ip = self._ip(adapter, compiled)
-            if ip is not None:
-                tags["$ip"] = ip
-        agents = adapter.header("user-agent")
-        if agents:
-            tags["$user_agent"] = tags["$raw_user_agent"] = agents[0]
-        if window is not None:
-            tags["$window_id"] = window
-        return tags
-
-    def _ip(self, adapter: RequestAdapter, compiled: Compiled) -> str | None:
-        source = compiled.ip_source
-        if source == "peer":
-            return client_ip(forwarded_for=(), real_ip=None, peer=adapter.peer_ip,
-                             ip_source=source)
-        if callable(source):
-            found = call(compiled, "ip_source", _callable_ip, self.client, source, adapter.raw)
-            return None if found is FAILED else found
-        real = adapter.header("x-real-ip") if source == "forwarded" else None
-        return client_ip(
-            forwarded_for=adapter.header("x-forwarded-for"),
-            real_ip=real[0] if real else None,
-            peer=adapter.peer_ip,
-            ip_source=source,
-        )
-
-    # ------------------------------------------------------------ capture and lifecycle
+    # ------------------------------------------------------------ capture
 
     def effective_client(self) -> Any:
         """The client exceptions go to; the default client gets the live module settings."""
@@ -420,73 +562,98 @@ class RequestScope(Late):
         *,
         source: str,
         handled: bool,
-        status: int | None,
+        status: int | None = None,
         never: tuple[type[BaseException], ...] = (),
+        policy: bool = True,
+        status_codes: Iterable[int] | None = None,
+        client: Any = None,
     ) -> str | None:
-        """Capture ``exc`` inside this scope if the policy (§1.8) says so; the event uuid or None.
+        """Capture ``exc`` inside this scope; the event uuid, or ``None``. Never raises.
 
         ``status`` falls back to :attr:`status` (the started response) when ``None``.
-        Never raises.
+        With ``policy`` (the default) the §1.8 policy decides (:func:`should_capture`),
+        judging a handled exception's status against ``status_codes`` when given, else
+        ``capture_status_codes``; ``policy=False`` is an explicit capture (a user's
+        ``capture_handled``, or a caller that applied its own rules): only ``never`` is
+        honoured. ``client`` overrides the request's client.
         """
         try:
             if status is None:
                 status = self.status
-            client = self.effective_client()
-            if not should_capture(exc, status, self._compiled.options, handled=handled,
-                                  never=never, client=client):
+            target = self.effective_client() if client is None else client
+            if policy:
+                codes = None if status_codes is None else frozenset(status_codes)
+                if not should_capture(exc, status, self._compiled.options, handled=handled,
+                                      never=never, client=target, status_codes=codes):
+                    return None
+            elif never and isinstance(exc, never):
                 return None
-            props: dict[str, Any] = {}
-            if status is not None:
-                props["$response_status_code"] = status
-            with self.scope.activated():
-                internal = getattr(client, "_capture_exception", None)
-                if internal is not None:
-                    return internal(  # type: ignore[no-any-return]
-                        exc,
-                        {"properties": props},
-                        level="error",
-                        source=source,
-                        handled=handled,
-                        mechanism="middleware",
-                    )
-                props["$exception_source"] = source
-                return client.capture_exception(exc, properties=props)  # type: ignore[no-any-return]
-        except Exception:
-            logger.exception("could not capture the request's exception")
+            with self.activated():
+                return send_exception(target, exc, source=source, handled=handled, status=status)
+        except Exception as failure:
+            report(self._compiled, "capture", failure, client,
+                   "could not capture the request's exception (%s; further failures are"
+                   " not logged)")
             return None
 
-    def activated(self) -> AbstractContextManager[None]:
-        """Re-enter the scope (streamed chunks, ``close()``); token-safe."""
-        return _activated(self.scope)
+    # ------------------------------------------------------------ lifecycle
 
-    def exit(self) -> None:
-        """Leave the scope. Idempotent; safe from another thread or task."""
-        if self._exited:
-            return
-        self._exited = True
-        core_token, self._core_token = self._core_token, None
-        token, self._token = self._token, None
-        try:
-            if core_token is not None:
-                contexts._restore(core_token, self.scope, self._outer)
-        except Exception:
-            logger.exception("could not leave the PostHog request scope")
-        self._outer = None
+    def activated(self) -> contexts.Activation:
+        """Re-enter the scope (streamed chunks, ``close()``) for one ``with`` block: events,
+        captures and :meth:`current` see the request again. Token-safe, from any thread."""
+        return contexts.Activation(self.scope)
+
+    def suspend(self) -> None:
+        """Leave the thread or task ``start`` entered, keeping late resolution (route,
+        identity, email) for a body produced later. Idempotent; safe from another thread."""
+        if self._entered:
+            self._leave()
+
+    def _leave(self) -> None:
+        token = self._core_token
         if token is not None:
             try:
-                _current_request.reset(token)
-            except ValueError:  # made in another Context
-                if _current_request.get() is self:
-                    _current_request.set(self._prev)
-        self._prev = None
-        self.scope.detach()
+                contexts._current.reset(token)
+            except ValueError:  # the token belongs to another Context (thread or task)
+                if contexts._current.get() is not self.scope:
+                    return  # not current here: the owning context can still leave later
+                contexts._current.set(self._outer)
+            except Exception:  # a token reset twice: nothing left to undo
+                logger.exception("could not leave the PostHog request scope")
+        self._entered = False
+        self._core_token = self._outer = None
 
+    def finish(self) -> None:
+        """The request is over (response closed): leave if still entered and stop resolving
+        the late route and user (the default tags can still be built for a later event).
+        Capturing into the scope still works. Idempotent."""
+        if self._entered:
+            self._leave()
+        if self._finished:
+            return
+        self._finished = True
+        core = self.scope
+        core._rs = None  # no reference cycle left
+        core._pending &= TAGS
 
-@contextmanager
-def _activated(scope: CoreScope) -> Iterator[None]:
-    with scope.activated():
-        yield
+    def exit(self) -> None:
+        """:meth:`suspend` and :meth:`finish`: the request ends when the call returns.
 
-
-def _callable_ip(source: Callable[[Any], Any], raw: object) -> str | None:
-    return client_ip(forwarded_for=(), real_ip=None, peer=None, ip_source=source, request=raw)
+        Called from another thread or task than the one ``start`` entered, it cannot reset
+        that context: the owning thread's own later ``exit()`` / ``suspend()`` still does.
+        """
+        if self._entered:  # _leave(), inline: this runs once per request
+            token = self._core_token
+            try:
+                contexts._current.reset(token)  # type: ignore[arg-type]
+            except Exception:
+                self._leave()  # the careful path
+            else:
+                self._entered = False
+                self._core_token = self._outer = None
+        if self._finished:
+            return
+        self._finished = True
+        core = self.scope
+        core._rs = None
+        core._pending &= TAGS

@@ -11,7 +11,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from posthog._log import logger
 from posthog_integrations._request_values import (
@@ -19,6 +19,9 @@ from posthog_integrations._request_values import (
     check_ip_source,
     clamp_idle_timeout,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 DEFAULT_STATUS_CODES: frozenset[int] = frozenset(range(500, 600))
 _ALIASES = {"trust_tracing_headers": "capture_tracing_headers"}
@@ -67,12 +70,24 @@ class Options:
             object.__setattr__(self, "_compiled_form", None)
 
     @classmethod
-    def from_settings(cls, values: Mapping[str, Any], **overrides: Any) -> Options:
+    def known_keys(cls) -> frozenset[str]:
+        """Option names ``from_settings`` accepts: the fields (a framework's subclass adds
+        its own) and the deprecated aliases."""
+        return frozenset(f.name for f in fields(cls) if f.init) | frozenset(_ALIASES)
+
+    @classmethod
+    def from_settings(
+        cls, values: Mapping[str, Any], /, *, stacklevel: int = 1, **overrides: Any
+    ) -> Self:
         """Options from canonical-name ``values`` (Django settings, Flask config) and ``overrides``.
 
         Precedence: ``overrides`` > ``values`` > defaults. Unknown keys are warned about once.
-        ``trust_tracing_headers`` is the deprecated name of ``capture_tracing_headers``
-        (``DeprecationWarning``; the new name wins when both are set).
+        A framework with options of its own declares them as fields of a subclass
+        (``class FlaskOptions(Options): capture_handled_errors: bool = False``) and calls
+        ``FlaskOptions.from_settings``. ``trust_tracing_headers`` is the deprecated name of
+        ``capture_tracing_headers`` (``DeprecationWarning``; the new name wins when both are
+        set); ``stacklevel`` counts from the caller of ``from_settings`` (1 = that caller),
+        so a framework can point the warning at its user's code.
         """
         known = {f.name for f in fields(cls) if f.init}
         merged: dict[str, Any] = {}
@@ -84,7 +99,7 @@ class Options:
                     warnings.warn(
                         f"{key} is deprecated; use {_ALIASES[key]}",
                         DeprecationWarning,
-                        stacklevel=2,
+                        stacklevel=stacklevel + 1,
                     )
                     legacy, has_legacy = value, True
                 elif key in known:
@@ -148,6 +163,7 @@ class Compiled:
         "exclude_prefixes",
         "extra_properties",
         "failed",
+        "gated",
         "headers",
         "ip_source",
         "never",
@@ -156,6 +172,7 @@ class Compiled:
         "properties_map",
         "request_filter",
         "status_codes",
+        "user_at_start",
         "user_id",
     )
 
@@ -204,6 +221,13 @@ class Compiled:
         self.exclude_prefixes, self.exclude_patterns = _exclusions(options.exclude_paths)
         self.status_codes = _status_codes(options.capture_status_codes)
         self.never = _exception_types(options.ignored_exceptions)
+        # Fast-path flags for the request layer: any exclusion / filter / extra hook, and
+        # whether the user is read at start even when a header names the request.
+        self.gated = bool(
+            self.exclude_prefixes or self.exclude_patterns or self.request_filter
+            or self.extra_properties
+        )
+        self.user_at_start = self.prefer_user or self.capture_user_email
         client = options.client
         self.client: Any = None
         self.client_factory: Any = None

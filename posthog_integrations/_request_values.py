@@ -116,16 +116,49 @@ def valid_ip(candidate: str) -> str | None:
         return None
 
 
-def _entries(forwarded_for: Sequence[str]) -> list[str]:
-    out: list[str] = []
-    for line in forwarded_for:
-        if isinstance(line, str):
-            out.extend(line.split(","))
-    return out
-
-
 def _peer(peer: str | None) -> str | None:
     return valid_ip(peer) if isinstance(peer, str) else None
+
+
+# (X-Forwarded-For line, ip_source) -> address; bounded: the header is client-written.
+_FORWARDED: dict[tuple[str, object], str | None] = {}
+_FORWARDED_MAX = 1024
+_FORWARDED_KEY_MAX = 512
+_MISS: Any = object()
+
+
+def forwarded_ip(line: str, ip_source: object) -> str | None:
+    """The address an ``X-Forwarded-For`` value gives for ``ip_source``, or ``None``.
+
+    ``ip_source`` is ``"forwarded"`` (the leftmost valid entry) or an int ``n >= 1`` (the
+    ``n``-th entry from the right, if valid). Several header lines are passed joined with
+    ``,``. Cached per ``(line, ip_source)``: the same proxy chains come back on most requests.
+    """
+    key = (line, ip_source)
+    found: str | None = _FORWARDED.get(key, _MISS)
+    if found is not _MISS:
+        return found
+    found = None
+    entries = line.split(",")
+    if ip_source == "forwarded":
+        for entry in entries:
+            found = valid_ip(entry)
+            if found is not None:
+                break
+    elif type(ip_source) is int and 1 <= ip_source <= len(entries):
+        found = valid_ip(entries[-ip_source])
+    if len(line) <= _FORWARDED_KEY_MAX:
+        if len(_FORWARDED) >= _FORWARDED_MAX:
+            _FORWARDED.clear()
+        _FORWARDED[key] = found
+    return found
+
+
+def _joined(forwarded_for: Sequence[str]) -> str | None:
+    lines = [line for line in forwarded_for if isinstance(line, str)]
+    if not lines:
+        return None
+    return lines[0] if len(lines) == 1 else ",".join(lines)
 
 
 def client_ip(
@@ -146,19 +179,16 @@ def client_ip(
     if ip_source == "peer":
         return _peer(peer)
     if isinstance(ip_source, int) and not isinstance(ip_source, bool) and ip_source >= 1:
-        entries = _entries(forwarded_for)
-        if len(entries) >= ip_source:
-            found = valid_ip(entries[-ip_source])
-            if found is not None:
-                return found
-        return _peer(peer)
+        line = _joined(forwarded_for)
+        found = forwarded_ip(line, ip_source) if line is not None else None
+        return found if found is not None else _peer(peer)
     if callable(ip_source):
         answer = ip_source(request)
         return valid_ip(answer) if isinstance(answer, str) else None
-    for entry in _entries(forwarded_for):
-        found = valid_ip(entry)
-        if found is not None:
-            return found
+    line = _joined(forwarded_for)
+    found = forwarded_ip(line, "forwarded") if line is not None else None
+    if found is not None:
+        return found
     if isinstance(real_ip, str):
         found = valid_ip(real_ip)
         if found is not None:
@@ -264,6 +294,8 @@ def parse_posthog_cookie(
 
 def current_url(scheme: str, host: str, path: str, query: str | None) -> str:
     """``scheme://host/path[?query]`` without userinfo or fragment."""
+    if not query and path[:1] == "/" and "#" not in path and "@" not in host:
+        return f"{scheme}://{host}{path}"  # the usual request
     if "@" in host:
         host = host.rsplit("@", 1)[1]
     if "#" in path:

@@ -24,7 +24,7 @@ from django.http import HttpRequest
 
 import posthog
 from posthog._log import logger
-from posthog_integrations._request import RequestScope
+from posthog_integrations._request import RequestScope, send_exception
 from posthog_integrations.django._config import DjangoConfig, current
 from posthog_integrations.django._middleware import (
     ATTR,
@@ -129,12 +129,11 @@ def _capture(
         target = _client(client, config, rs)
         if not _enabled(capture_exceptions, config, target):
             return
-        props = {"$response_status_code": status}
-        if rs is not None:
-            with rs.activated():
-                _send(target, exc, props, handled)
+        if rs is not None:  # the rules above are DRF's own: no request-layer policy
+            rs.capture(exc, source=SOURCE, handled=handled, status=status, policy=False,
+                       client=target)
         else:
-            _send(target, exc, props, handled)
+            send_exception(target, exc, source=SOURCE, handled=handled, status=status)
     finally:
         if short:
             rs.exit()
@@ -170,15 +169,6 @@ def _enabled(argument: bool | None, config: DjangoConfig, client: Any) -> bool:
     if value is None:
         return bool(getattr(client, "enable_exception_autocapture", False))
     return value is not False
-
-
-def _send(client: Any, exc: Exception, props: dict[str, Any], handled: bool) -> None:
-    internal = getattr(client, "_capture_exception", None)
-    if internal is not None:
-        internal(exc, {"properties": props}, level="error", source=SOURCE, handled=handled,
-                 mechanism="middleware")
-    else:
-        client.capture_exception(exc, properties={**props, "$exception_source": SOURCE})
 
 
 exception_handler = create_exception_handler()

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import fields
-from typing import TYPE_CHECKING, Any, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 try:
     from flask import Flask, has_request_context, request, signals
@@ -26,14 +26,23 @@ except ImportError as _missing:  # pragma: no cover - exercised in a subprocess 
 
 import posthog
 from posthog._log import logger
+from posthog_integrations import _request
 from posthog_integrations._flask_adapter import WSGIAdapter
 from posthog_integrations._request import Options, RequestScope
+from posthog_integrations._request_scope import start_failed
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from flask import Response
 
-__all__ = ["PostHog", "PostHogState", "PosthogFlaskIntegration", "WSGIAdapter", "capture_handled"]
+__all__ = [
+    "FlaskOptions",
+    "PostHog",
+    "PostHogState",
+    "PosthogFlaskIntegration",
+    "WSGIAdapter",
+    "capture_handled",
+]
 
 FRAMEWORK = "flask"
 EXTENSION_KEY = "posthog"
@@ -42,9 +51,17 @@ SOURCE_HANDLED = "flask.handled"
 SOURCE_STREAM = "flask.streaming_response"
 SOURCE_APP = "flask.wsgi_app"  # escaped wsgi_app without going through the signal
 
+
+
+@dataclass(eq=False)
+class FlaskOptions(Options):
+    """The shared options (spec §1.7) plus Flask's own ``capture_handled_errors`` (§3.3)."""
+
+    capture_handled_errors: bool = False
+
+
 # Config keys read: ``POSTHOG_`` + upper-case option name.
-_OPTION_NAMES = frozenset(f.name for f in fields(Options) if f.init) | {"trust_tracing_headers"}
-_OWN_OPTIONS = frozenset({"capture_handled_errors"})
+_OPTION_NAMES = FlaskOptions.known_keys()
 
 
 class _Flight:
@@ -76,13 +93,11 @@ def _capturable(exc: BaseException) -> bool:
 class PostHogState:
     """Per-app state, ``app.extensions["posthog"]``: ``extension``, ``app``, ``options``."""
 
-    def __init__(
-        self, extension: PostHog, app: Flask, options: Options, capture_handled_errors: bool
-    ) -> None:
+    def __init__(self, extension: PostHog, app: Flask, options: FlaskOptions) -> None:
         self.extension = extension
         self.app = app
         self.options = options
-        self.capture_handled_errors = capture_handled_errors
+        self.capture_handled_errors = options.capture_handled_errors is True
 
     # ------------------------------------------------------------ opening the scope
 
@@ -94,11 +109,13 @@ class PostHogState:
         One plain call instead of a ``request_started`` receiver (the same point, cheaper).
         """
 
+        options = self.options
+
         def full_dispatch_request() -> Response:
             flight = _flight.get()
             if flight is None or flight.opened:  # not through our wrapper, or decided already
                 return original()
-            self.open(flight)
+            _open(flight, options)
             response = original()
             flight.response = response
             return response
@@ -107,14 +124,7 @@ class PostHogState:
 
     def open(self, flight: _Flight) -> RequestScope | None:
         """Start the scope of the current Flask request (once per request; never raises)."""
-        flight.opened = True
-        try:
-            current = cast(Any, request)._get_current_object()
-            adapter = WSGIAdapter(current.environ, current)
-            flight.rs = RequestScope.start(adapter, self.options, framework=FRAMEWORK)
-        except Exception:
-            logger.exception("PostHog could not open the Flask request scope")
-        return flight.rs
+        return _open(flight, self.options)
 
     # ------------------------------------------------------------ exceptions
 
@@ -154,6 +164,18 @@ class PostHogState:
             return rv
 
         return handle_user_exception
+
+
+def _open(flight: _Flight, options: FlaskOptions) -> RequestScope | None:
+    flight.opened = True
+    try:
+        current = request._get_current_object()  # type: ignore[attr-defined]
+        adapter = WSGIAdapter(current.environ, current)
+    except Exception as exc:  # logged once, reported to on_error; the request runs on
+        start_failed(options, exc)
+        return None
+    flight.rs = RequestScope.start(adapter, options, framework=FRAMEWORK)
+    return flight.rs
 
 
 def _returned_status(rv: Any) -> int | None:
@@ -207,28 +229,24 @@ class _PosthogWSGI:
             return body
         response = flight.response
         if response is not None:
-            status = getattr(response, "status_code", None)
-            if isinstance(status, int):
-                rs.status = status
-            # A buffered body with no close callbacks runs no code of the app: no wrapper.
-            if getattr(response, "is_sequence", False) and not getattr(response, "_on_close", 1):
-                rs.exit()
-                return body
-        _settle(rs)
-        rs.exit()
+            try:
+                status = response.status_code
+                if isinstance(status, int):
+                    rs.status = status
+                # A buffered body with no close callbacks runs no code of the app: no wrapper.
+                if response.is_sequence and not response._on_close:
+                    rs.exit()
+                    return body
+            except AttributeError:  # not a Werkzeug response: wrap the body
+                pass
         wrapper = environ.get("wsgi.file_wrapper")
         if isinstance(wrapper, type) and isinstance(body, wrapper):
+            rs.exit()
             return body  # keep the server's sendfile / offload
+        # The body is produced after this call returns: leave the thread, keep resolving
+        # the route and the user (loaded by the view) until the server closes the body.
+        rs.suspend()
         return _ScopedBody(body, rs)
-
-
-def _settle(rs: RequestScope) -> None:
-    """Resolve late identity and tags while the request's user is still attached."""
-    try:
-        rs.scope.distinct_id  # noqa: B018 - the read runs the late resolver
-        rs.scope.tags  # noqa: B018
-    except Exception:
-        logger.exception("PostHog could not settle the request's identity")
 
 
 class _ScopedBody:
@@ -246,7 +264,7 @@ class _ScopedBody:
 
     def __next__(self) -> bytes:
         rs = self._rs
-        with rs.scope.activated():
+        with rs.activated():
             try:
                 it = self._iter
                 if it is None:
@@ -256,21 +274,23 @@ class _ScopedBody:
                 raise
             except BaseException as exc:
                 if _capturable(exc):
-                    rs.capture(exc, source=SOURCE_STREAM, handled=False, status=rs.status)
+                    rs.capture(exc, source=SOURCE_STREAM, handled=False)
                 raise
 
     def close(self) -> None:
-        close = getattr(self._body, "close", None)
-        if close is None:
-            return
         rs = self._rs
-        with rs.scope.activated():
-            try:
-                close()
-            except BaseException as exc:
-                if _capturable(exc):
-                    rs.capture(exc, source=SOURCE_STREAM, handled=False, status=rs.status)
-                raise
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                with rs.activated():
+                    try:
+                        close()
+                    except BaseException as exc:
+                        if _capturable(exc):
+                            rs.capture(exc, source=SOURCE_STREAM, handled=False)
+                        raise
+        finally:
+            rs.finish()
 
 
 class PostHog:
@@ -281,16 +301,19 @@ class PostHog:
     """
 
     def __init__(self, app: Flask | None = None, client: Any = None, **options: Any) -> None:
-        unknown = set(options) - _OPTION_NAMES - _OWN_OPTIONS
+        unknown = set(options) - _OPTION_NAMES
         if unknown:
             raise TypeError(f"unknown PostHog option(s): {', '.join(sorted(unknown))}")
         self.client = client
         self.options = options
         if app is not None:
-            self.init_app(app)
+            self._init_app(app)
 
     def init_app(self, app: Flask) -> None:
         """Instrument ``app``; one extension object may serve many apps."""
+        self._init_app(app)
+
+    def _init_app(self, app: Flask) -> None:
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError("PostHog is already installed on this Flask app")
         config = app.config
@@ -298,17 +321,16 @@ class PostHog:
         for key, value in config.items():
             if key.startswith("POSTHOG_"):
                 name = key[8:].lower()
-                if name in _OPTION_NAMES or name in _OWN_OPTIONS:
+                if name in _OPTION_NAMES:
                     values[name] = value
         explicit = dict(self.options)
         if self.client is not None:
             explicit["client"] = self.client
-        handled = values.pop("capture_handled_errors", False)
-        handled = explicit.pop("capture_handled_errors", handled)
-        options = Options.from_settings(values, **explicit)
+        # stacklevel 3: a deprecation warning names the user's PostHog(...) / init_app call
+        options = FlaskOptions.from_settings(values, stacklevel=3, **explicit)
         if options.client is None:
             _configure_module_client(config)
-        state = PostHogState(self, app, options, handled is True)
+        state = PostHogState(self, app, options)
         app.extensions[EXTENSION_KEY] = state
         app.wsgi_app = _PosthogWSGI(app.wsgi_app, state)  # type: ignore[method-assign]
         app.full_dispatch_request = state.wrap_full_dispatch_request(  # type: ignore[method-assign]
@@ -337,36 +359,7 @@ def capture_handled(exc: BaseException, *, status: int | None = None) -> str | N
     Explicit, so it ignores ``capture_exceptions`` and ``capture_status_codes``. Returns the
     event uuid, or ``None``. Never raises.
     """
-    try:
-        rs = RequestScope.current()
-        client = rs.effective_client() if rs is not None else posthog.setup()
-        props: dict[str, Any] = {}
-        if status is None and rs is not None:
-            status = rs.status
-        if status is not None:
-            props["$response_status_code"] = status
-        kwargs = {"properties": props}
-        if rs is None:
-            return client._capture_exception(
-                exc,
-                kwargs,
-                level="error",
-                source=SOURCE_HANDLED,
-                handled=True,
-                mechanism="middleware",
-            )
-        with rs.scope.activated():
-            return client._capture_exception(
-                exc,
-                kwargs,
-                level="error",
-                source=SOURCE_HANDLED,
-                handled=True,
-                mechanism="middleware",
-            )
-    except Exception:
-        logger.exception("capture_handled failed")
-        return None
+    return _request.capture_handled(exc, source=SOURCE_HANDLED, status=status)
 
 
 PosthogFlaskIntegration = PostHog

@@ -9,7 +9,6 @@ run inside it; exceptions escaping the application are captured there and re-rai
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
 import inspect
 import sys
@@ -24,10 +23,11 @@ except ImportError as exc:  # pragma: no cover - exercised in a test through sys
         "pip install 'posthog-integrations[starlette]'"
     ) from exc
 
-import posthog
 from posthog._log import logger
+from posthog_integrations import _request
 from posthog_integrations._asgi_adapter import ASGIAdapter
 from posthog_integrations._request import Options, RequestScope
+from posthog_integrations._request_scope import start_failed
 
 __all__ = [
     "ASGIAdapter",
@@ -46,9 +46,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 FRAMEWORK = "asgi"
 SOURCE = "asgi.middleware"
 HANDLER_SOURCE = "asgi.exception_handler"
-
-# Set while one of our middlewares runs a connection: an inner instance passes through.
-_inside: contextvars.ContextVar[bool] = contextvars.ContextVar("posthog_asgi_inside", default=False)
 
 # (module, class) never captured: client disconnects, and 4xx the framework answers itself.
 _DISCONNECTS = (
@@ -90,62 +87,61 @@ class PosthogMiddleware:
     types are passed through untouched.
     """
 
+    _stacklevel = 2  # a deprecation warning names the code constructing the middleware
+
     def __init__(self, app: ASGIApp, client: Any = None, **options: Any) -> None:
         self.app = app
-        self.options = Options.from_settings(options, client=client)
-        self._failed = False
+        self.options = Options.from_settings(options, client=client, stacklevel=self._stacklevel)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
-        if (kind != "http" and kind != "websocket") or _inside.get():
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        token = _inside.set(True)
+        options = self.options
         try:
-            options = self.options
-            try:
-                adapter = ASGIAdapter(scope)
-                if options.request_filter is None and options.extra_properties is None:
-                    request = RequestScope.start(adapter, options, framework=FRAMEWORK)
-                else:
-                    request = await RequestScope.astart(adapter, options, framework=FRAMEWORK)
-            except Exception:  # never the app's problem: the request runs untracked
-                if not self._failed:
-                    self._failed = True
-                    logger.exception("PostHog could not read this ASGI scope; not tracked")
-                request = None
-            if request is None:
-                await self.app(scope, receive, send)
-                return
-            if kind == "http":
-
-                async def send_noting_status(message: Message) -> None:
-                    if request.status is None and message.get("type") == "http.response.start":
-                        status = message.get("status")
-                        if type(status) is int:
-                            request.status = status
-                    await send(message)
-
-                downstream_send: Send = send_noting_status
+            adapter = ASGIAdapter(scope)
+        except Exception as exc:  # never the app's problem: the request runs untracked
+            start_failed(options, exc)
+            request = None
+        else:
+            if options.request_filter is None and options.extra_properties is None:
+                request = RequestScope.start(adapter, options, framework=FRAMEWORK)
             else:
-                downstream_send = send
-            try:
-                await self.app(scope, receive, downstream_send)
-            except Exception as exc:
-                if not _client_error(exc):
-                    # Before the response started, ServerErrorMiddleware (or the server)
-                    # answers 500; afterwards the status already sent is the one that counts.
-                    status = request.status
-                    if status is None and kind == "http":
-                        status = 500
-                    request.capture(
-                        exc, source=SOURCE, handled=False, status=status, never=_never()
-                    )
-                raise
-            finally:
-                request.exit()
+                request = await RequestScope.astart(adapter, options, framework=FRAMEWORK)
+        if request is None:
+            # Not tracked (filtered, or an outer instance tracks it): an inner instance of
+            # this middleware (added twice, a mounted app's own) passes through.
+            with RequestScope.untracked(FRAMEWORK):
+                await self.app(scope, receive, send)
+            return
+        if kind == "http":
+
+            def send_noting_status(message: Message) -> Awaitable[None]:
+                # The status of ``http.response.start``, for $response_status_code. A plain
+                # function handing back send's awaitable: no coroutine of its own per message.
+                if request.status is None and message.get("type") == "http.response.start":
+                    status = message.get("status")
+                    if type(status) is int:
+                        request.status = status
+                return send(message)
+
+            downstream: Send = send_noting_status
+        else:
+            downstream = send
+        try:
+            await self.app(scope, receive, downstream)
+        except Exception as exc:
+            if not _client_error(exc):
+                # Before the response started, ServerErrorMiddleware (or the server)
+                # answers 500; afterwards the status already sent is the one that counts.
+                status = request.status
+                if status is None and kind == "http":
+                    status = 500
+                request.capture(exc, source=SOURCE, handled=False, status=status, never=_never())
+            raise
         finally:
-            _inside.reset(token)
+            request.exit()
 
 
 def _never() -> tuple[type[BaseException], ...]:
@@ -154,6 +150,8 @@ def _never() -> tuple[type[BaseException], ...]:
 
 class PosthogASGIMiddleware(PosthogMiddleware):
     """:class:`PosthogMiddleware` under PostHog's name, also taking its positional order."""
+
+    _stacklevel = 3
 
     def __init__(
         self,
@@ -194,11 +192,8 @@ def _after_handler(exc: BaseException, response: object, codes: frozenset[int] |
         status = getattr(response, "status_code", None)
         if request is None or not isinstance(status, int):
             return
-        if codes is not None and status not in codes:
-            return
-        request.capture(
-            exc, source=HANDLER_SOURCE, handled=True, status=status, never=_types(_DISCONNECTS)
-        )
+        request.capture(exc, source=HANDLER_SOURCE, handled=True, status=status,
+                        never=_types(_DISCONNECTS), status_codes=codes)
     except Exception:
         logger.exception("could not capture the exception of an exception handler")
 
@@ -231,10 +226,12 @@ def instrument_exception_handlers(app: Any, status_codes: Iterable[int] | None =
     """Capture exceptions that the app's exception handlers answer with a server status.
 
     Wraps every entry of ``app.exception_handlers`` (FastAPI's ``HTTPException`` handler
-    too): when a handler's response status is in the middleware's ``capture_status_codes``
-    (and in ``status_codes`` when given) the exception is captured inside the request scope
-    with ``handled: true``. Call it after registering handlers and before the app's first
-    call (lifespan included): Starlette copies the handlers when it builds its stack.
+    too): when a handler's response status is in ``status_codes`` (default: the middleware's
+    ``capture_status_codes``; give e.g. ``{404, *range(500, 600)}`` to widen them for
+    handled exceptions) the exception is captured inside the request scope with
+    ``handled: true``, if ``capture_exceptions`` allows. Call it after registering handlers
+    and before the app's first call (lifespan included): Starlette copies the handlers when
+    it builds its stack.
     ``Exception`` / ``500`` handlers are left alone: they run in ``ServerErrorMiddleware``,
     outside the middleware, which already captured the exception as unhandled.
     """
@@ -261,26 +258,4 @@ def capture_handled(exc: BaseException, *, status: int | None = None) -> str | N
     Sent with ``handled: true`` and ``$exception_source: "asgi.exception_handler"`` whatever
     ``capture_status_codes`` says (you decided to capture it). Returns the event uuid.
     """
-    try:
-        properties: dict[str, Any] = {}
-        if status is not None:
-            properties["$response_status_code"] = status
-        request = RequestScope.current()
-        if request is None:
-            return _send_handled(posthog.setup(), exc, properties)
-        with request.activated():
-            return _send_handled(request.effective_client(), exc, properties)
-    except Exception:
-        logger.exception("capture_handled failed")
-        return None
-
-
-def _send_handled(client: Any, exc: BaseException, properties: dict[str, Any]) -> str | None:
-    return client._capture_exception(  # type: ignore[no-any-return]
-        exc,
-        {"properties": properties},
-        level="error",
-        source=HANDLER_SOURCE,
-        handled=True,
-        mechanism="middleware",
-    )
+    return _request.capture_handled(exc, source=HANDLER_SOURCE, status=status)

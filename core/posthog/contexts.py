@@ -10,8 +10,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from posthog._log import logger
@@ -83,8 +82,11 @@ class Scope:
 
     def collect_tags(self) -> dict[str, Any]:
         """Tags of this scope and its parents, children overriding parents."""
-        if self.parent is None:
-            return dict(self.tags)
+        parent = self.parent
+        if parent is None:
+            return self.tags.copy()
+        if parent.parent is None:  # the usual nesting: one scope inside a request scope
+            return {**parent.tags, **self.tags}
         chain: list[dict[str, Any]] = []
         scope: Scope | None = self
         while scope is not None:
@@ -126,15 +128,12 @@ class Scope:
 
     # ---------------------------------------------------------- re-activation
 
-    @contextmanager
-    def activated(self) -> Iterator[Scope]:
-        """Make this scope current again (e.g. while a streamed body is produced)."""
-        previous = _current.get()
-        token = _current.set(self)
-        try:
-            yield self
-        finally:
-            _restore(token, self, previous)
+    def activated(self) -> Activation:
+        """Make this scope current again (e.g. while a streamed body is produced).
+
+        A context manager for one ``with`` block, token-safe like ``new_context``.
+        """
+        return Activation(self)
 
 
 _current: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
@@ -153,6 +152,33 @@ def _restore(token: contextvars.Token[Scope | None], scope: Scope, previous: Sco
     except ValueError:
         if _current.get() is scope:
             _current.set(previous)
+
+
+class Activation:
+    """``with scope.activated():`` -- ``scope`` current for the block (set/reset tokens).
+
+    Single use, like a generator-based context manager. Leaving from another Context (a
+    generator closed by another thread or task) is safe: see :func:`_restore`.
+    """
+
+    __slots__ = ("_previous", "_token", "scope")
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self._token: contextvars.Token[Scope | None] | None = None
+        self._previous: Scope | None = None
+
+    def __enter__(self) -> Scope:
+        self._previous = _current.get()
+        self._token = _current.set(self.scope)
+        return self.scope
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        token = self._token
+        if token is not None:
+            self._token = None
+            _restore(token, self.scope, self._previous)
+            self._previous = None
 
 
 def current_scope() -> Scope | None:

@@ -29,7 +29,8 @@ from django.utils.encoding import escape_uri_path
 from django.utils.functional import LazyObject, empty
 
 from posthog._log import logger
-from posthog_integrations._request import RequestScope
+from posthog_integrations._request import RequestScope, TracingIds
+from posthog_integrations._request_scope import start_failed
 from posthog_integrations.django._config import DjangoConfig, current
 
 SyncGetResponse: TypeAlias = Callable[[HttpRequest], HttpResponseBase]
@@ -177,15 +178,13 @@ class DjangoAdapter:
         "peer_ip",
         "query_string",
         "raw",
-        "request",
         "scheme",
     )
 
     def __init__(self, request: HttpRequest) -> None:
         meta = request.META
         self._meta = meta
-        self.request = request
-        self.raw: object = request
+        self.raw = request
         self.method: str | None = request.method
         self.path: str = request.path
         self.query_string: str = meta.get("QUERY_STRING", "")
@@ -196,6 +195,21 @@ class DjangoAdapter:
             self.scheme = "http"
         self.host: str | None = validated_host(request, meta, self.scheme)
 
+    @property
+    def url_path(self) -> str | None:
+        """``build_absolute_uri``'s form of the path: a non-ASCII path percent-encoded."""
+        path = self.path
+        return None if path.isascii() else escape_uri_path(path)
+
+    def tracing_ids(self) -> TracingIds:
+        get = self._meta.get
+        return (
+            get("HTTP_X_POSTHOG_DISTINCT_ID"),
+            get("HTTP_X_POSTHOG_SESSION_ID"),
+            get("HTTP_X_POSTHOG_WINDOW_ID"),
+            get("HTTP_X_POSTHOG_DEVICE_ID"),
+        )
+
     def header(self, name: str) -> list[str]:
         key = _META_KEYS.get(name)
         if key is None:
@@ -205,19 +219,19 @@ class DjangoAdapter:
 
     def cookie(self, name: str) -> str | None:
         try:
-            return self.request.COOKIES.get(name)
+            return self.raw.COOKIES.get(name)
         except Exception:
             return None
 
     def route(self) -> str | None:
-        match = self.request.resolver_match
+        match = self.raw.resolver_match
         if match is None:
             return None
         route = match.route
         return clean_route(route) if isinstance(route, str) else None
 
     def user(self) -> object | None:
-        return loaded_user(self.request)
+        return loaded_user(self.raw)
 
     def user_id(self, user: object) -> str | None:
         pk = getattr(user, "pk", None)
@@ -228,18 +242,6 @@ class DjangoAdapter:
         return email if isinstance(email, str) and email else None
 
 
-def _django_url(rs: RequestScope, adapter: DjangoAdapter) -> None:
-    """``$current_url`` in ``build_absolute_uri``'s form: a non-ASCII path percent-encoded."""
-    if not adapter.host:
-        return
-    tags = rs.scope.tags
-    url = tags.get("$current_url")
-    start = f"{adapter.scheme}://{adapter.host}{adapter.path}"
-    if isinstance(url, str) and url.startswith(start):
-        encoded = escape_uri_path(adapter.path)
-        tags["$current_url"] = start[: len(start) - len(adapter.path)] + encoded + url[len(start):]
-
-
 # ---------------------------------------------------------------- opening and closing
 
 
@@ -247,42 +249,39 @@ def start(request: HttpRequest, config: DjangoConfig) -> RequestScope | None:
     """Open the request's scope (sync hooks) and remember it, or that it is not tracked."""
     try:
         adapter = DjangoAdapter(request)
-        rs = RequestScope.start(adapter, config.options, framework=FRAMEWORK)
-        return _remember(request, rs, adapter)
-    except Exception:
-        _failed(request)
+    except Exception as exc:
+        _failed(request, config, exc)
         return None
+    rs = RequestScope.start(adapter, config.options, framework=FRAMEWORK)
+    request.__dict__[ATTR] = rs if rs is not None else False
+    return rs
 
 
 async def astart(request: HttpRequest, config: DjangoConfig) -> RequestScope | None:
     try:
         adapter = DjangoAdapter(request)
-        rs = await RequestScope.astart(adapter, config.options, framework=FRAMEWORK)
-        return _remember(request, rs, adapter)
-    except Exception:
-        _failed(request)
+    except Exception as exc:
+        _failed(request, config, exc)
         return None
-
-
-def _remember(
-    request: HttpRequest, rs: RequestScope | None, adapter: DjangoAdapter
-) -> RequestScope | None:
+    rs = await RequestScope.astart(adapter, config.options, framework=FRAMEWORK)
     request.__dict__[ATTR] = rs if rs is not None else False
-    if rs is not None and not adapter.path.isascii():
-        _django_url(rs, adapter)
     return rs
 
 
-def _failed(request: HttpRequest) -> None:
-    logger.exception("PostHog could not open the request scope; request not tracked")
-    rs = request.__dict__.get(ATTR)
-    if rs:
-        rs.exit()
+def _failed(request: HttpRequest, config: DjangoConfig, exc: Exception) -> None:
+    """The request cannot be read: logged once, reported to ``on_error``, not tracked."""
+    start_failed(config.options, exc)
     request.__dict__[ATTR] = False
 
 
-def finish(request: HttpRequest, rs: RequestScope, response: HttpResponseBase) -> None:
-    """The response is known: status, handled 5xx, streaming body; then leave the scope."""
+def respond(request: HttpRequest, rs: RequestScope, response: HttpResponseBase) -> None:
+    """The response is known: status, handled 5xx, streaming body; then leave the scope.
+
+    A streamed body is produced after the middleware returns: the scope is suspended (it
+    keeps resolving the route and a user loaded by the view) and finished when Django
+    closes the response.
+    """
+    streaming = False
     try:
         status = rs.status = response.status_code
         exc = request.__dict__.get(VIEW_EXC_ATTR)
@@ -293,17 +292,17 @@ def finish(request: HttpRequest, rs: RequestScope, response: HttpResponseBase) -
                        never=DISCONNECTS)
         if response.streaming and not isinstance(response, FileResponse):
             _wrap_streaming(rs, response)
+            streaming = True
     except Exception:
         logger.exception("PostHog middleware could not finish the request")
     finally:
-        rs.exit()
+        if streaming:
+            rs.suspend()
+        else:
+            rs.exit()
 
 
 def _wrap_streaming(rs: RequestScope, response: Any) -> None:
-    # Settle the late route / identity now: the scope stops resolving once it is left.
-    scope = rs.scope
-    scope.tags  # noqa: B018
-    scope.distinct_id  # noqa: B018
     if response.is_async:
         response.streaming_content = _stream_async(rs, response.streaming_content)
     else:
@@ -311,8 +310,11 @@ def _wrap_streaming(rs: RequestScope, response: Any) -> None:
     close = response.close
 
     def close_in_scope() -> None:
-        with rs.activated():
-            close()
+        try:
+            with rs.activated():
+                close()
+        finally:
+            rs.finish()
 
     response.close = close_in_scope
 
@@ -326,8 +328,7 @@ def _stream_sync(rs: RequestScope, content: Iterator[bytes]) -> Iterator[bytes]:
             except StopIteration:
                 return
             except Exception as exc:
-                rs.capture(exc, source=SOURCE_STREAMING, handled=False, status=None,
-                           never=DISCONNECTS)
+                rs.capture(exc, source=SOURCE_STREAMING, handled=False, never=DISCONNECTS)
                 raise
         yield chunk
 
@@ -341,8 +342,7 @@ async def _stream_async(rs: RequestScope, content: AsyncIterator[bytes]) -> Asyn
             except StopAsyncIteration:
                 return
             except Exception as exc:
-                rs.capture(exc, source=SOURCE_STREAMING, handled=False, status=None,
-                           never=DISCONNECTS)
+                rs.capture(exc, source=SOURCE_STREAMING, handled=False, never=DISCONNECTS)
                 raise
         yield chunk
 
@@ -384,7 +384,7 @@ class PosthogContextMiddleware:
         except BaseException:  # DEBUG_PROPAGATE_EXCEPTIONS: the signal captured it already
             rs.exit()
             raise
-        finish(request, rs, response)
+        respond(request, rs, response)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -399,7 +399,7 @@ class PosthogContextMiddleware:
         except BaseException:
             rs.exit()
             raise
-        finish(request, rs, response)
+        respond(request, rs, response)
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:

@@ -729,8 +729,11 @@ def test_exit_from_another_thread_is_safe(client: Client) -> None:
     t.start()
     t.join()
     assert errors == []
-    assert rs._exited
+    assert rs._finished
+    assert RequestScope.current() is None  # finished, though still current on this thread
     rs.exit()  # the owning thread's own exit still leaves (idempotent)
+    assert not rs._entered
+    assert contexts.current_scope() is None
 
 
 def test_activated_reenters_for_streamed_chunks(client: Client, server: ScriptedServer) -> None:

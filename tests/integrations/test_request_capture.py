@@ -277,3 +277,88 @@ def test_a_client_without_the_internal_channel_gets_the_public_call() -> None:
     rs.exit()
     assert calls == [(exc, {"properties": {"$response_status_code": 500,
                                            "$exception_source": "src"}})]
+
+
+# ---------------------------------------------------------------- explicit captures
+
+
+def test_policy_false_is_an_explicit_capture(client: Client, server: ScriptedServer) -> None:
+    class Disconnect(Exception):
+        pass
+
+    rs = start(Options(client=client, capture_exceptions=False))
+    # the policy would refuse all three (capture_exceptions=False, a 404, handled)
+    assert rs.capture(raised(LookupError("gone")), source="explicit", handled=True,
+                      status=404, policy=False) is not None
+    assert rs.capture(raised(Disconnect()), source="explicit", handled=True, status=404,
+                      policy=False, never=(Disconnect,)) is None  # ``never`` still counts
+    rs.exit()
+    (event,) = exceptions(client, server)
+    assert event["distinct_id"] == "browser-user"
+    assert event["properties"]["$exception_source"] == "explicit"
+    assert event["properties"]["$response_status_code"] == 404
+    assert event["properties"]["$exception_list"][0]["mechanism"]["handled"] is True
+
+
+def test_status_codes_replace_capture_status_codes_for_one_capture(
+    client: Client, server: ScriptedServer
+) -> None:
+    rs = start(Options(client=client, capture_exceptions=True))
+    wider = {404, *range(500, 600)}
+    assert rs.capture(raised(LookupError("a")), source="s", handled=True, status=404,
+                      status_codes=wider) is not None
+    assert rs.capture(raised(LookupError("b")), source="s", handled=True, status=404) is None
+    assert rs.capture(raised(ValueError("c")), source="s", handled=True, status=503,
+                      status_codes={404}) is None  # narrower too
+    rs.exit()
+    assert [e["properties"]["$response_status_code"] for e in exceptions(client, server)] == [
+        404]
+
+
+def test_client_argument_overrides_the_request_client(
+    make_client: Callable[..., Client], server: ScriptedServer
+) -> None:
+    request_client = make_client(project_api_key="phc_request")
+    other = make_client(project_api_key="phc_other")
+    rs = start(Options(client=request_client, capture_exceptions=True))
+    rs.capture(raised(ValueError("x")), source="s", handled=False, status=500, client=other)
+    rs.exit()
+    request_client.flush()
+    other.flush()
+    keys = [r.json()["api_key"] for r in server.requests if r.path.startswith("/batch")]
+    assert keys == ["phc_other"]
+    (event,) = [e for e in server.events() if e["event"] == "$exception"]
+    assert event["distinct_id"] == "browser-user"  # still inside the request's scope
+
+
+def test_module_capture_handled_inside_and_outside_a_request(
+    client: Client, server: ScriptedServer
+) -> None:
+    from posthog_integrations._request import capture_handled
+
+    posthog.default_client = client
+    rs = start(Options(client=client, capture_exceptions=False))
+    rs.status = 418
+    assert capture_handled(raised(KeyError("in")), source="fw.handled") is not None
+    rs.exit()
+    assert capture_handled(raised(KeyError("out")), source="fw.handled", status=400) is not None
+    inside, outside = exceptions(client, server)
+    assert inside["distinct_id"] == "browser-user"
+    assert inside["properties"]["$response_status_code"] == 418  # the started response's
+    assert outside["properties"]["$process_person_profile"] is False
+    assert outside["properties"]["$response_status_code"] == 400
+    assert {e["properties"]["$exception_source"] for e in (inside, outside)} == {"fw.handled"}
+
+
+def test_module_capture_handled_never_raises(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from posthog_integrations._request import capture_handled
+
+    def broken() -> Any:
+        raise RuntimeError("no client")
+
+    monkeypatch.setattr(posthog, "setup", broken)
+    with caplog.at_level(logging.ERROR, logger="posthog"):
+        assert capture_handled(ValueError(), source="s") is None
+    assert "capture_handled failed" in caplog.text

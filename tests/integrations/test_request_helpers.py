@@ -12,9 +12,16 @@ import pytest
 
 import posthog
 from posthog import Client
+from posthog_integrations._request import TracingIds
 from tests.support.http_server import Reply, ScriptedServer
 
 MakeClient = Callable[..., Client]
+TRACING_HEADERS = (
+    "x-posthog-distinct-id",
+    "x-posthog-session-id",
+    "x-posthog-window-id",
+    "x-posthog-device-id",
+)
 
 
 class User:
@@ -50,6 +57,7 @@ class FakeAdapter:
         self.scheme = scheme
         self.host = host
         self.path = path
+        self.url_path: str | None = None
         self.query_string = query_string
         self.peer_ip = peer_ip
         self.raw: object = object()
@@ -64,6 +72,11 @@ class FakeAdapter:
     def header(self, name: str) -> list[str]:
         self._count("header")
         return list(self.headers.get(name.lower(), []))
+
+    def tracing_ids(self) -> TracingIds:
+        self._count("tracing_ids")
+        d, s, w, v = (self.headers.get(name) for name in TRACING_HEADERS)
+        return (d or None, s or None, w or None, v or None)
 
     def cookie(self, name: str) -> str | None:
         self._count("cookie")

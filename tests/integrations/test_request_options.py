@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 import warnings
 
 import pytest
@@ -185,3 +186,46 @@ def test_non_bool_capture_exceptions_counts_as_true() -> None:
     odd = Options(capture_exceptions="yes")  # type: ignore[arg-type]
     assert odd.resolve_capture_exceptions(Client(False)) is True
     assert should_capture(ValueError(), 500, odd, handled=False, client=Client(False))
+
+
+# ---------------------------------------------------------------- framework options
+
+
+def test_a_framework_subclass_declares_its_own_keys(caplog: pytest.LogCaptureFixture) -> None:
+    from dataclasses import dataclass
+
+    @dataclass(eq=False)
+    class FrameworkOptions(Options):
+        capture_handled_errors: bool = False
+
+    assert "capture_handled_errors" in FrameworkOptions.known_keys()
+    assert "capture_handled_errors" not in Options.known_keys()
+    assert "trust_tracing_headers" in Options.known_keys()
+    assert "_compiled_form" not in Options.known_keys()
+    with caplog.at_level(logging.WARNING, logger="posthog"):
+        o = FrameworkOptions.from_settings({"capture_handled_errors": True}, capture_ip=False)
+    assert isinstance(o, FrameworkOptions)
+    assert o.capture_handled_errors is True
+    assert o.capture_ip is False
+    assert "capture_handled_errors" not in caplog.text  # a known key: no warning
+    assert o.compiled().capture_ip is False  # compiles like the base options
+
+
+def test_from_settings_stacklevel_names_the_callers_caller() -> None:
+    def framework_init() -> Options:
+        return Options.from_settings({"trust_tracing_headers": True}, stacklevel=2)
+
+    with pytest.warns(DeprecationWarning) as record:
+        expected = sys._getframe().f_lineno + 1
+        framework_init()  # the warning names this line
+    assert (record[0].filename, record[0].lineno) == (__file__, expected)
+    with pytest.warns(DeprecationWarning) as record:
+        expected = sys._getframe().f_lineno + 1
+        Options.from_settings({"trust_tracing_headers": True})  # default: the direct caller
+    assert (record[0].filename, record[0].lineno) == (__file__, expected)
+
+
+def test_status_codes_argument_of_should_capture() -> None:
+    assert should_capture(ValueError(), 404, ON, handled=True, status_codes={404})
+    assert not should_capture(ValueError(), 500, ON, handled=True, status_codes={404})
+    assert should_capture(ValueError(), 500, ON, handled=False, status_codes=set())

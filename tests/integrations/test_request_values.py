@@ -242,3 +242,53 @@ def test_idle_timeout_is_clamped() -> None:
     assert clamp_idle_timeout(900) == 900
     assert clamp_idle_timeout("900") == 1800
     assert clamp_idle_timeout(True) == 1800
+
+
+# ---------------------------------------------------------------- forwarded_ip cache, current_url
+
+
+def test_forwarded_ip_for_each_source_and_its_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    from posthog_integrations import _request_values
+
+    monkeypatch.setattr(_request_values, "_FORWARDED", {})
+    line = " unknown, 203.0.113.5:8080 , 10.0.0.1"
+    assert _request_values.forwarded_ip(line, "forwarded") == "203.0.113.5"
+    assert _request_values.forwarded_ip(line, 1) == "10.0.0.1"
+    assert _request_values.forwarded_ip(line, 3) is None  # "unknown": no fallback here
+    assert _request_values.forwarded_ip(line, 4) is None  # fewer entries
+    assert _request_values.forwarded_ip("junk", "forwarded") is None
+    assert set(_request_values._FORWARDED) == {
+        (line, "forwarded"), (line, 1), (line, 3), (line, 4), ("junk", "forwarded")}
+    assert _request_values.forwarded_ip(line, "forwarded") == "203.0.113.5"  # from the cache
+
+
+def test_forwarded_ip_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from posthog_integrations import _request_values
+
+    monkeypatch.setattr(_request_values, "_FORWARDED", {})
+    monkeypatch.setattr(_request_values, "_FORWARDED_MAX", 4)
+    for n in range(10):
+        _request_values.forwarded_ip(f"192.0.2.{n}", "forwarded")
+    assert len(_request_values._FORWARDED) <= 4
+    long_line = ", ".join(["198.51.100.7"] * 200)  # longer than any key kept
+    assert _request_values.forwarded_ip(long_line, "forwarded") == "198.51.100.7"
+    assert (long_line, "forwarded") not in _request_values._FORWARDED
+
+
+@pytest.mark.parametrize(
+    ("scheme", "host", "path", "query", "expected"),
+    [
+        ("https", "example.com", "/a/b", None, "https://example.com/a/b"),
+        ("https", "example.com", "/a/b", "", "https://example.com/a/b"),
+        ("http", "example.com:8080", "/a", "x=1", "http://example.com:8080/a?x=1"),
+        ("http", "u:p@example.com", "/a", None, "http://example.com/a"),
+        ("http", "example.com", "/a#frag", None, "http://example.com/a"),
+        ("http", "example.com", "no-slash", None, "http://example.com/no-slash"),
+        ("http", "example.com", "/a", "?x=1#f", "http://example.com/a?x=1"),
+    ],
+)
+def test_current_url_forms(scheme: str, host: str, path: str, query: str | None,
+                           expected: str) -> None:
+    from posthog_integrations._request_values import current_url
+
+    assert current_url(scheme, host, path, query) == expected

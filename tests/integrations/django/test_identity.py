@@ -201,3 +201,32 @@ def test_loaded_user_reads_only_what_is_materialized(rf: Any) -> None:
     request._acached_user = Legacy()
     request.user = None  # DRF assigned "nobody": that is the answer
     assert loaded_user(request) is None
+
+
+def _stream_loading_the_user(request: HttpRequest) -> Any:
+    from django.http import StreamingHttpResponse
+
+    def body() -> Any:
+        posthog.capture("before_user")
+        yield request.user.get_username().encode()  # the user is loaded while streaming
+        posthog.capture("after_user")
+        yield b"."
+
+    return StreamingHttpResponse(body())
+
+
+def test_user_loaded_while_streaming_names_the_later_events(
+    logged_in: Client, user: User, ph: Recorder, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    patterns = [path("stream-user/", _stream_loading_the_user), *test_urls.urlpatterns]
+    monkeypatch.setattr(test_urls, "urlpatterns", patterns)
+    settings.ROOT_URLCONF = "tests.integrations.django.urls"  # clears the url caches
+    response = logged_in.get("/stream-user/")
+    assert b"".join(response.streaming_content) == b"ada."
+    response.close()
+    before = ph.one("before_user")
+    after = ph.one("after_user")
+    assert before["properties"]["$process_person_profile"] is False
+    assert after["distinct_id"] == str(user.pk)  # the scope kept resolving after return
+    assert after["properties"]["email"] == "ada@example.com"
+    assert after["properties"]["$request_route"] == "/stream-user/"

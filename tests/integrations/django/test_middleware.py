@@ -401,3 +401,26 @@ def test_non_client_setting_ignored(client: Any, ph: Recorder, settings: Any) ->
         client.get("/boom/")
     # the default client (the recorder's) got the exception
     assert ph.one("$exception")["properties"]["$request_path"] == "/boom/"
+
+
+def test_adapter_tracing_ids_and_url_path(rf: Any) -> None:
+    request = rf.get("/caf%C3%A9/", HTTP_X_POSTHOG_DISTINCT_ID="d", HTTP_X_POSTHOG_WINDOW_ID="w")
+    adapter = DjangoAdapter(request)
+    assert adapter.raw is request
+    assert adapter.tracing_ids() == ("d", None, "w", None)
+    assert adapter.path == "/caf\xe9/"
+    assert adapter.url_path == "/caf%C3%A9/"  # build_absolute_uri's form
+    assert DjangoAdapter(rf.get("/plain/")).url_path is None  # the path itself
+
+
+@pytest.mark.django_db
+def test_streaming_response_is_finished_when_closed(client: Any, ph: Recorder) -> None:
+    from posthog_integrations.django._middleware import ATTR
+
+    response = client.get("/stream/", HTTP_X_POSTHOG_DISTINCT_ID="s")
+    rs = response.wsgi_request.__dict__[ATTR]
+    assert not rs._entered and not rs._finished  # suspended: the body is still to come
+    assert b"".join(response.streaming_content) == b"first,last"
+    response.close()
+    assert rs._finished
+    assert ph.one("stream_event")["distinct_id"] == "s"

@@ -321,3 +321,47 @@ def test_import_without_flask_names_the_extra() -> None:
     )
     assert "pip install 'posthog-integrations[flask]'" in result.stdout
     assert "core ok" in result.stdout
+
+
+def test_options_are_flask_options_with_capture_handled_errors(
+    client: posthog.Client,
+) -> None:
+    from posthog_integrations.flask import FlaskOptions
+
+    app = Flask("flask-options")
+    app.config["POSTHOG_CAPTURE_HANDLED_ERRORS"] = True
+    PostHog(app, client=client, capture_ip=False)
+    state = app.extensions["posthog"]
+    assert isinstance(state.options, FlaskOptions)
+    assert state.options.capture_handled_errors is True
+    assert state.capture_handled_errors is True
+    assert state.options.capture_ip is False
+    with pytest.raises(TypeError, match="capture_handled_error"):
+        PostHog(client=client, capture_handled_error=True)  # a typo is refused
+
+
+def test_deprecated_alias_warning_names_the_users_line(client: posthog.Client) -> None:
+    app = Flask("alias-line")
+    with pytest.warns(DeprecationWarning) as record:
+        line = sys._getframe().f_lineno + 1
+        PostHog(app, client=client, trust_tracing_headers=True)
+    assert (record[0].filename, record[0].lineno) == (__file__, line)
+    extension = PostHog(client=client, trust_tracing_headers=True)
+    with pytest.warns(DeprecationWarning) as record:
+        line = sys._getframe().f_lineno + 1
+        extension.init_app(Flask("alias-line-2"))
+    assert (record[0].filename, record[0].lineno) == (__file__, line)
+
+
+def test_adapter_reads_the_four_ids_in_one_call() -> None:
+    from posthog_integrations._flask_adapter import WSGIAdapter
+
+    environ = {"HTTP_X_POSTHOG_DISTINCT_ID": "d", "HTTP_X_POSTHOG_DEVICE_ID": "v",
+               "PATH_INFO": "/p", "REQUEST_METHOD": "get", "wsgi.url_scheme": "https",
+               "HTTP_HOST": "Example.COM:443"}
+    adapter = WSGIAdapter(environ)
+    assert adapter.tracing_ids() == ("d", None, None, "v")
+    assert adapter.raw is environ  # no Flask request: hooks get the environ
+    assert (adapter.method, adapter.scheme, adapter.host, adapter.path) == (
+        "GET", "https", "example.com", "/p")
+    assert adapter.url_path is None

@@ -228,3 +228,54 @@ def test_stream_with_context_and_preserved_test_client_context(
         assert test_client.get("/stream", headers={DISTINCT: "kept"}).data == b"ab"
         assert request.path == "/stream"
     assert recorder.one("streamed_event")["distinct_id"] == "kept"
+
+
+def test_streamed_body_is_suspended_then_finished_on_close(
+    client: posthog.Client, recorder: Recorder
+) -> None:
+    from posthog_integrations._request import RequestScope
+    from posthog_integrations.flask import PostHog, capture_handled
+
+    app = Flask("suspend-finish")
+    seen: list[Any] = []
+
+    @app.get("/")
+    def index() -> Response:
+        def body() -> Iterator[str]:
+            seen.append(RequestScope.current())
+            capture_handled(ValueError("reported from the stream"), status=299)
+            yield "x"
+
+        return Response(body())
+
+    PostHog(app, client=client)
+    environ = EnvironBuilder("/", headers={DISTINCT: "streamer"}).get_environ()
+    body = app(environ, lambda status, headers, exc_info=None: lambda data: None)
+    assert current_scope() is None  # the call returned: the thread is left
+    assert b"".join(body) == b"x"
+    rs = seen[0]
+    assert rs is not None and not rs._finished  # current inside each chunk
+    body.close()  # type: ignore[attr-defined]
+    assert rs._finished
+    event = recorder.one("$exception")
+    assert event["distinct_id"] == "streamer"
+    assert event["properties"]["$response_status_code"] == 299
+    assert event["properties"]["$request_route"] == "/"
+
+
+def test_body_without_close_is_finished_by_the_wrapper(
+    client: posthog.Client, recorder: Recorder
+) -> None:
+    from posthog_integrations.flask import _ScopedBody
+
+    finished: list[bool] = []
+
+    class Scope:
+        def activated(self) -> Any:
+            raise AssertionError("nothing to close: no activation")
+
+        def finish(self) -> None:
+            finished.append(True)
+
+    _ScopedBody(iter([b"a"]), Scope()).close()  # type: ignore[arg-type]
+    assert finished == [True]

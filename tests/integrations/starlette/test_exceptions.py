@@ -383,3 +383,36 @@ def test_per_request_client_gets_the_exception(server: ScriptedServer, make_reco
             body = request.json()
             by_key.setdefault(body["api_key"], []).extend(e["event"] for e in body["batch"])
     assert by_key == {"phc_test": ["$exception"], "phc_global": ["global view"]}
+
+
+def test_instrument_status_codes_widen_the_handled_codes(recorder: Recorder) -> None:
+    app = api(recorder)
+
+    @app.exception_handler(LookupError)
+    async def on_lookup(request: Request, exc: LookupError) -> JSONResponse:
+        return JSONResponse({"detail": "missing"}, status_code=404)
+
+    @app.get("/find")
+    async def find() -> None:
+        raise LookupError("no row")
+
+    instrument_exception_handlers(app, status_codes={404, *range(500, 600)})
+    assert client_for(app).get("/find", headers={DISTINCT: "w"}).status_code == 404
+    event = recorder.one("$exception")
+    assert event["distinct_id"] == "w"
+    assert event["properties"]["$response_status_code"] == 404
+    assert event["properties"]["$exception_source"] == "asgi.exception_handler"
+    assert mechanism(event)["handled"] is True
+
+
+def test_instrumented_handlers_still_follow_capture_exceptions(recorder: Recorder) -> None:
+    app = api(recorder, capture_exceptions=False)
+
+    @app.get("/down")
+    async def down() -> None:
+        raise HTTPException(503)
+
+    instrument_exception_handlers(app, status_codes={503})
+    assert client_for(app).get("/down").status_code == 503
+    recorder.client.capture("marker")
+    assert [e["event"] for e in recorder.events()] == ["marker"]

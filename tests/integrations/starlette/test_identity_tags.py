@@ -383,3 +383,53 @@ def test_route_found_without_scope_route_as_on_old_starlette(recorder: Recorder)
     app.add_middleware(PosthogMiddleware, client=recorder.client)
     client_for(app).get("/orders/5", headers={DISTINCT: "old"})
     assert view_event(recorder)["properties"]["$request_route"] == "/orders/{oid:int}"
+
+
+# ---------------------------------------------------------------- the adapter
+
+
+def test_adapter_tracing_ids_fast_and_careful_paths() -> None:
+    from posthog_integrations._asgi_adapter import ASGIAdapter
+
+    fast = ASGIAdapter(http_scope(headers=[
+        (b"host", b"example.com"),
+        (b"x-posthog-distinct-id", b"d\xe9"),
+        (b"x-posthog-window-id", b"w"),
+    ]))
+    assert fast.tracing_ids() == ("d\xe9", None, "w", None)  # latin-1
+    careful = ASGIAdapter(http_scope(headers=[
+        (b"X-PostHog-Distinct-Id", b"undefined"),  # upper case: the careful path
+        (b"x-posthog-distinct-id", b"second"),
+        (b"x-posthog-device-id", b"dev"),
+        ("broken",),  # malformed: skipped
+    ]))
+    assert careful.tracing_ids() == (["undefined", "second"], None, None, ["dev"])
+
+
+def test_adapter_reads_the_rest_when_asked() -> None:
+    from posthog_integrations._asgi_adapter import ASGIAdapter
+
+    scope = http_scope("/items", query_string=b"q=1", method="POST", scheme="https",
+                       root_path="/api")
+    adapter = ASGIAdapter(scope)
+    assert adapter.raw is scope
+    assert adapter.path == "/api/items"
+    scope["root_path"] = "/api/mounted"  # a router updates the scope in place later
+    assert adapter.path == "/api/items"  # the path as the middleware saw it
+    assert (adapter.method, adapter.scheme, adapter.host) == ("POST", "https", "example.com")
+    assert (adapter.query_string, adapter.peer_ip, adapter.url_path) == (
+        "q=1", "198.51.100.8", None)
+
+
+def test_uppercase_ids_sent_twice_take_the_first_usable(recorder: Recorder) -> None:
+    def view(request: Request) -> Response:
+        recorder.client.capture("view")
+        return PlainTextResponse("ok")
+
+    app = PosthogMiddleware(Starlette(routes=[Route("/", view)]), client=recorder.client)
+    call_asgi(app, http_scope(headers=[
+        (b"host", b"example.com"),
+        (b"X-POSTHOG-DISTINCT-ID", b"null"),
+        (b"x-posthog-distinct-id", b"real-user"),
+    ]))
+    assert recorder.one("view")["distinct_id"] == "real-user"

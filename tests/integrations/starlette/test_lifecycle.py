@@ -358,3 +358,75 @@ def test_mount_with_own_middleware_only_inner(recorder: Recorder) -> None:
     assert event["distinct_id"] == "m"
     assert event["properties"]["$request_path"] == "/inner/health"
     assert event["properties"]["$request_route"] == "/inner/health"
+
+
+def test_filtered_request_is_not_decided_again_by_an_inner_instance(
+    recorder: Recorder,
+) -> None:
+    outer_calls: list[str] = []
+    inner_calls: list[str] = []
+
+    def outer_filter(scope: Any) -> bool:
+        outer_calls.append(scope["path"])
+        return False
+
+    def inner_filter(scope: Any) -> bool:
+        inner_calls.append(scope["path"])
+        return True
+
+    inner = PosthogMiddleware(view_app(recorder, raises=True), client=recorder.client,
+                              capture_exceptions=True, request_filter=inner_filter)
+
+    async def copying(scope: Any, receive: Any, send: Any) -> None:
+        await inner(dict(scope), receive, send)
+
+    app = PosthogMiddleware(copying, client=recorder.client, capture_exceptions=True,
+                            request_filter=outer_filter)
+    assert client_for(app).get("/", headers={DISTINCT: "filtered"}).status_code == 500
+    assert outer_calls == ["/"] and inner_calls == []  # the outer decision stands
+    view = recorder.one("view")
+    assert "$request_path" not in view["properties"]
+    assert recorder.exceptions() == []
+
+
+def test_deprecated_alias_warning_names_the_constructing_line(recorder: Recorder) -> None:
+    import sys
+
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    with pytest.warns(DeprecationWarning) as record:
+        line = sys._getframe().f_lineno + 1
+        PosthogASGIMiddleware(raw, recorder.client, None, None, None, True)
+    assert (record[0].filename, record[0].lineno) == (__file__, line)
+    with pytest.warns(DeprecationWarning) as record:
+        line = sys._getframe().f_lineno + 1
+        PosthogMiddleware(raw, client=recorder.client, trust_tracing_headers=True)
+    assert (record[0].filename, record[0].lineno) == (__file__, line)
+
+
+def test_send_wrapper_passes_messages_through_and_notes_the_status(recorder: Recorder) -> None:
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 207, "headers": []})
+        await send({"type": "http.response.body", "body": b"made", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        raise RuntimeError("after the body")
+
+    app = PosthogMiddleware(raw, client=recorder.client, capture_exceptions=True)
+    with pytest.raises(RuntimeError, match="after the body"):
+        call_asgi(app, http_scope())
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(app(http_scope(), receive, send))
+    assert [m["type"] for m in sent] == [
+        "http.response.start", "http.response.body", "http.response.body"]
+    assert sent[1]["body"] == b"made"
+    statuses = [e["properties"]["$response_status_code"] for e in recorder.exceptions()]
+    assert statuses == [207, 207]
