@@ -12,7 +12,6 @@ the loop. See :mod:`posthog.async_transport`, :mod:`posthog.async_flags` and
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import threading
 import weakref
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from posthog import async_fallback
 from posthog._log import logger
+from posthog._settings import SettingsMixin
 from posthog.async_capture import CROSS_LOOP, AsyncCaptureMixin, LoopError, _running_loop
 from posthog.async_flags import AsyncFlags, spawn
 from posthog.async_lane import AsyncLane
@@ -77,7 +77,7 @@ class _Calls:
             await fut
 
 
-class AsyncClient(AsyncCaptureMixin):
+class AsyncClient(SettingsMixin, AsyncCaptureMixin):
     """PostHog for asyncio apps. Create it once (e.g. in an ASGI lifespan) and reuse it.
 
     ``capture()`` and the other capture methods return at once; ``await
@@ -209,39 +209,6 @@ class AsyncClient(AsyncCaptureMixin):
 
     # ------------------------------------------------------------ configuration
 
-    @property
-    def secret_key(self) -> str | None:
-        return self._secret_key
-
-    @secret_key.setter
-    def secret_key(self, value: str | None) -> None:
-        self._secret_key = (value or "").strip() or None
-
-    personal_api_key = secret_key
-
-    @property
-    def debug(self) -> bool:
-        return self._debug
-
-    @debug.setter
-    def debug(self, value: bool) -> None:
-        self._debug = bool(value)
-        if self._debug:
-            logging.basicConfig()
-            logger.setLevel(logging.DEBUG)
-        else:
-            logger.setLevel(logging.WARNING)
-
-    @property
-    def before_send(self) -> BeforeSendCallback | None:
-        return self._before_send
-
-    @before_send.setter
-    def before_send(self, value: BeforeSendCallback | None) -> None:
-        if value is not None and not callable(value):
-            logger.warning("before_send is not callable (%r); ignored", type(value).__name__)
-            value = None
-        self._before_send = value
 
     def _register(self) -> None:
         if self.disabled or not self.send:

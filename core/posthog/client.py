@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import logging
 import os
 import threading
 import time
@@ -16,6 +15,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from posthog import contexts
 from posthog._log import logger
+from posthog._settings import SettingsMixin
 from posthog.events import (
     clean,
     event_time,
@@ -220,7 +220,7 @@ def stamp_message(
         message["properties"] = {k: v for k, v in props.items() if k in allowlist}
 
 
-class Client(ExceptionCaptureMixin, FeatureFlagsMixin):
+class Client(SettingsMixin, ExceptionCaptureMixin, FeatureFlagsMixin):
     """A PostHog client. Create one per process and reuse it; it is thread-safe."""
 
     def __init__(
@@ -389,43 +389,6 @@ class Client(ExceptionCaptureMixin, FeatureFlagsMixin):
             mode = CaptureMode.V0
         return mode
 
-    @property
-    def secret_key(self) -> str | None:
-        return self._secret_key
-
-    @secret_key.setter
-    def secret_key(self, value: str | None) -> None:
-        self._secret_key = (value or "").strip() or None
-
-    personal_api_key = secret_key
-
-    @property
-    def debug(self) -> bool:
-        return self._debug
-
-    @debug.setter
-    def debug(self, value: bool) -> None:
-        # setup() re-applies this on every module-level call: only touch logging on a change
-        # (setLevel clears the logging module's caches).
-        if getattr(self, "_debug", None) is bool(value):
-            return
-        self._debug = bool(value)
-        if self._debug:
-            logging.basicConfig()
-            logger.setLevel(logging.DEBUG)
-        else:
-            logger.setLevel(logging.WARNING)
-
-    @property
-    def before_send(self) -> BeforeSendCallback | None:
-        return self._before_send
-
-    @before_send.setter
-    def before_send(self, value: BeforeSendCallback | None) -> None:
-        if value is not None and not callable(value):
-            logger.warning("before_send is not callable (%r); ignored", type(value).__name__)
-            value = None
-        self._before_send = value
 
     def _report(self, exc: Exception, batch: list[Message]) -> None:
         if self.on_error is not None:
