@@ -7,27 +7,12 @@ import pytest
 
 import posthog
 from posthog import Client
-from tests.support.http_server import Reply, ScriptedServer
-
-
-@pytest.fixture(scope="module")
-def _shared_server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    yield srv
-    srv.close()
+from tests.support.http_server import ScriptedServer
+from tests.support.recorder import _shared_server, server  # noqa: F401 - fixtures
 
 
 @pytest.fixture
-def server(_shared_server: ScriptedServer) -> ScriptedServer:
-    """A loopback server shared by a test module, emptied for every test."""
-    _shared_server.script.clear()
-    _shared_server.requests.clear()
-    _shared_server.default = Reply()
-    return _shared_server
-
-
-@pytest.fixture
-def module_client(server: ScriptedServer) -> Client:
+def module_client(server: ScriptedServer) -> Client:  # noqa: F811 - fixture
     """The global client, configured to send to the test server."""
     posthog.api_key = "phc_module"
     posthog.host = server.url
@@ -35,7 +20,7 @@ def module_client(server: ScriptedServer) -> Client:
 
 
 @pytest.fixture
-def make_client(server: ScriptedServer) -> Iterator[Callable[..., Client]]:
+def make_client(server: ScriptedServer) -> Iterator[Callable[..., Client]]:  # noqa: F811
     made: list[Client] = []
 
     def make(**kwargs: Any) -> Client:

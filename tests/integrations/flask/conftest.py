@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,86 +10,25 @@ from flask import Flask, Response, abort, stream_with_context
 
 import posthog
 from posthog_integrations.flask import PostHog
-from tests.support.http_server import Reply, ScriptedServer
-
-
-@pytest.fixture(scope="module")
-def _shared_server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def server(_shared_server: ScriptedServer) -> ScriptedServer:
-    """A loopback recording server shared by a module, emptied for every test."""
-    _shared_server.script.clear()
-    _shared_server.requests.clear()
-    _shared_server.default = Reply()
-    return _shared_server
-
-
-class Recorder:
-    """A real ``posthog.Client`` sending to the loopback server, with helpers to read it back."""
-
-    def __init__(self, server: ScriptedServer, api_key: str = "phc_test", **kwargs: Any) -> None:
-        self.server = server
-        kwargs.setdefault("flush_interval", 0.05)
-        self.client = posthog.Client(api_key, host=server.url, **kwargs)
-
-    def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        self.client.flush()
-        found = self.server.events()
-        return [e for e in found if name is None or e["event"] == name]
-
-    def exceptions(self) -> list[dict[str, Any]]:
-        return self.events("$exception")
-
-    def one(self, name: str) -> dict[str, Any]:
-        found = self.events(name)
-        assert len(found) == 1, [e["event"] for e in self.events()]
-        return found[0]
+from tests.support.recorder import (  # noqa: F401 - fixtures used by the tests
+    Recorder,
+    _shared_server,
+    make_recorder,
+    posthog_logs,
+    recorder,
+    restore_module_state,
+    server,
+)
 
 
 @pytest.fixture
-def make_recorder(server: ScriptedServer) -> Iterator[Callable[..., Recorder]]:
-    made: list[Recorder] = []
-
-    def make(**kwargs: Any) -> Recorder:
-        recorder = Recorder(server, **kwargs)
-        made.append(recorder)
-        return recorder
-
-    yield make
-    for recorder in made:
-        recorder.client.shutdown(timeout_seconds=2)
-
-
-@pytest.fixture
-def recorder(make_recorder: Callable[..., Recorder]) -> Recorder:
-    """A client with exception autocapture settings left at their defaults."""
-    return make_recorder()
-
-
-@pytest.fixture
-def client(recorder: Recorder) -> posthog.Client:
+def client(recorder: Recorder) -> posthog.Client:  # noqa: F811 - the fixture
     return recorder.client
 
 
 @pytest.fixture(autouse=True)
-def _reset_module_state() -> Iterator[None]:
-    saved = {k: getattr(posthog, k) for k in ("api_key", "host", "default_client")}
-    yield
-    if posthog.default_client is not None and posthog.default_client is not saved["default_client"]:
-        posthog.default_client.shutdown(timeout_seconds=2)
-    for key, value in saved.items():
-        setattr(posthog, key, value)
-
-
-@pytest.fixture
-def posthog_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.WARNING, logger="posthog")
-    return caplog
+def _reset_module_state(restore_module_state: None) -> None:  # noqa: F811 - fixture
+    """Every test leaves the module-level settings as it found them."""
 
 
 def add_routes(app: Flask, client: posthog.Client) -> None:
